@@ -1,0 +1,2 @@
+/** Library entry point: the typed functions the CLI is a thin layer over. */
+export * from "./hcloud/schema.js";
