@@ -17,7 +17,9 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name("hetznix")
-    .description("NixOS on Hetzner Cloud: upload disk images as snapshots, deploy releases, emulate the API locally")
+    .description(
+      "NixOS on Hetzner Cloud: upload disk images as snapshots, deploy releases, emulate the API locally",
+    )
     .version(packageVersion(), "-V, --version")
     .showHelpAfterError("(run with --help for usage)")
     .configureHelp({ sortSubcommands: false });

@@ -140,7 +140,12 @@ export type ServerStatus =
 
 export interface ServerPublicNet {
   ipv4: { id?: number; ip: string; blocked: boolean; dns_ptr: string } | null;
-  ipv6: { id?: number; ip: string; blocked: boolean; dns_ptr: { ip: string; dns_ptr: string }[] | null } | null;
+  ipv6: {
+    id?: number;
+    ip: string;
+    blocked: boolean;
+    dns_ptr: { ip: string; dns_ptr: string }[] | null;
+  } | null;
   floating_ips: number[];
   firewalls?: { id: number; status: string }[];
 }
