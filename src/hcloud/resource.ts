@@ -1,0 +1,118 @@
+/** What every resource module shares: the request function, paging, and lookup by id or name. */
+
+import { isNotFound } from "./errors.js";
+import type { Pagination } from "./schema.js";
+import type { Handler, QueryParams, TransportRequest } from "./transport/types.js";
+
+export interface RequestOptions {
+  signal?: AbortSignal;
+}
+
+export interface ListOptions extends RequestOptions {
+  /** Page number, from 1 (default 1). */
+  page?: number;
+  /** Items per page, at most 50 (default 25 on the server). */
+  perPage?: number;
+}
+
+export interface Page<T> {
+  items: T[];
+  pagination: Pagination;
+}
+
+/** A resource by id (number, or a string of digits) or by name. */
+export type Ref = number | string;
+
+/** Upper bound of pages `all()` reads (50 per page: 500 000 items). */
+export const MAX_PAGES = 10_000;
+
+export function isIdRef(ref: Ref): ref is number | `${number}` {
+  return typeof ref === "number" || /^[0-9]+$/.test(ref);
+}
+
+/** Sends one request through the transport chain and returns the parsed body. */
+export async function call<T>(api: Handler, req: TransportRequest): Promise<T> {
+  const res = await api(req);
+  return res.body as T;
+}
+
+export abstract class ResourceClient<T, L extends ListOptions> {
+  /**
+   * @param api the transport chain
+   * @param path collection path, e.g. `/servers`
+   * @param plural body key of lists, e.g. `servers`
+   * @param singular body key of one item, e.g. `server`
+   */
+  protected constructor(
+    protected readonly api: Handler,
+    protected readonly path: string,
+    private readonly plural: string,
+    private readonly singular: string,
+  ) {}
+
+  /** Query parameters of the resource's list filters (page and per_page are added by `list`). */
+  protected abstract listQuery(opts: L): QueryParams;
+
+  /** One page of the list. */
+  async list(opts: L = {} as L): Promise<Page<T>> {
+    const query: QueryParams = { ...this.listQuery(opts), page: opts.page, per_page: opts.perPage };
+    const body = await call<Record<string, unknown>>(this.api, {
+      method: "GET",
+      path: this.path,
+      query,
+      signal: opts.signal,
+    });
+    const items = (body[this.plural] ?? []) as T[];
+    const meta = body.meta as { pagination?: Pagination } | undefined;
+    const pagination: Pagination = meta?.pagination ?? {
+      page: opts.page ?? 1,
+      per_page: items.length,
+      previous_page: null,
+      next_page: null,
+      last_page: opts.page ?? 1,
+      total_entries: items.length,
+    };
+    return { items, pagination };
+  }
+
+  /** Every item matching the filters, reading page after page (50 per page). */
+  async all(opts: Omit<L, "page" | "perPage"> = {} as L): Promise<T[]> {
+    const out: T[] = [];
+    let page = 1;
+    for (let n = 0; n < MAX_PAGES; n++) {
+      const res = await this.list({ ...opts, page, perPage: 50 } as L);
+      out.push(...res.items);
+      const nextPage = res.pagination.next_page;
+      if (nextPage === null || nextPage === undefined || res.items.length === 0 || nextPage <= page) break;
+      page = nextPage;
+    }
+    return out;
+  }
+
+  /** The item with this id; throws HCloudError not_found when there is none. */
+  async getById(id: number, opts: RequestOptions = {}): Promise<T> {
+    const body = await call<Record<string, unknown>>(this.api, {
+      method: "GET",
+      path: `${this.path}/${id}`,
+      signal: opts.signal,
+    });
+    return body[this.singular] as T;
+  }
+
+  /** The item with this name, or undefined. */
+  async getByName(name: string, opts: RequestOptions = {}): Promise<T | undefined> {
+    const res = await this.list({ ...({ name } as unknown as L), signal: opts.signal });
+    return res.items[0];
+  }
+
+  /** The item by id (number or digits) or name, or undefined when there is none. */
+  async get(ref: Ref, opts: RequestOptions = {}): Promise<T | undefined> {
+    if (!isIdRef(ref)) return this.getByName(ref, opts);
+    try {
+      return await this.getById(Number(ref), opts);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+}
