@@ -22,7 +22,10 @@ export interface RescueHostSpec {
   authorizedKeys: string[];
   /** The server's disk file; it appears as /dev/sda inside the rescue host. */
   diskPath: string;
-  /** Called when the rescue system powers itself off (`poweroff`, `shutdown now`, `halt` inside the host). */
+  /**
+   * Called when the rescue system powers itself off (`poweroff`, `shutdown now`, `halt` inside the host), after the
+   * command ran `sync`. The host keeps running until the caller stops it; the command itself exits 0.
+   */
   onPowerOff: () => void;
   /** Called when the rescue system reboots itself (`reboot`, `shutdown -r now`). */
   onReboot: () => void;
@@ -31,7 +34,11 @@ export interface RescueHostSpec {
 export interface RescueHost {
   readonly serverId: number;
   readonly ip: string;
-  /** Drop every SSH connection after this many bytes in either direction (fault injection); undefined = never. */
+  /**
+   * Drop every SSH connection after this many bytes in either direction (fault injection); undefined = never.
+   * Counted per connection from its start and per direction; checked at every chunk, so setting it also cuts open
+   * connections that already carried more. The client sees a TCP reset.
+   */
   dropAfterBytes: number | undefined;
   /** Bytes carried client->server and server->client so far (counted at the TCP proxy in front of sshd). */
   readonly bytesIn: number;
