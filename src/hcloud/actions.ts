@@ -5,8 +5,8 @@
  */
 
 import { HCloudActionError, HCloudWaitTimeoutError } from "./errors.js";
-import { call, MAX_PAGES, type RequestOptions } from "./resource.js";
-import type { Action, Pagination } from "./schema.js";
+import { call, type RequestOptions } from "./resource.js";
+import type { Action } from "./schema.js";
 import { sleep as realSleep, type Handler, type SleepFn } from "./transport/types.js";
 
 /** Ids per `GET /actions` request (the API's page size limit). */
@@ -30,20 +30,15 @@ export class ActionsClient {
     const out: Action[] = [];
     const unique = [...new Set(ids)];
     for (let i = 0; i < unique.length; i += ACTIONS_CHUNK) {
+      // GET /actions takes only `id` (repeatable); the API answers every listed id in one page.
       const chunk = unique.slice(i, i + ACTIONS_CHUNK);
-      let page = 1;
-      for (let n = 0; n < MAX_PAGES; n++) {
-        const r = await call<{ actions: Action[]; meta?: { pagination?: Pagination } }>(this.api, {
-          method: "GET",
-          path: "/actions",
-          query: { id: chunk, per_page: ACTIONS_CHUNK, page: page > 1 ? page : undefined },
-          signal: opts.signal,
-        });
-        out.push(...(r.actions ?? []));
-        const next = r.meta?.pagination?.next_page;
-        if (next === null || next === undefined || next <= page || (r.actions ?? []).length === 0) break;
-        page = next;
-      }
+      const r = await call<{ actions: Action[] }>(this.api, {
+        method: "GET",
+        path: "/actions",
+        query: { id: chunk },
+        signal: opts.signal,
+      });
+      out.push(...(r.actions ?? []));
     }
     return out;
   }
