@@ -15,9 +15,29 @@ export interface SshKeyPair {
   readonly fingerprint: string;
 }
 
-/** Generate a fresh ed25519 key pair in memory. */
+/** True when `publicKey` is an OpenSSH ed25519 line whose blob holds the 11-byte type name and a 32-byte key. */
+export function isWellFormedEd25519(publicKey: string): boolean {
+  const b64 = publicKey.trim().split(/\s+/)[1];
+  if (!b64) return false;
+  const blob = Buffer.from(b64, "base64");
+  return blob.length === 51 && blob.readUInt32BE(0) === 11 && blob.readUInt32BE(15) === 32;
+}
+
+/** Most pairs are generated at the first try; see generateKeyPair. */
+const MAX_GENERATION_TRIES = 32;
+
+/**
+ * Generate a fresh ed25519 key pair in memory.
+ *
+ * ssh2's generator sometimes (about 1 in 200) yields a public key of 31 bytes, a leading zero byte lost, which no
+ * sshd accepts; such pairs are discarded and generated again (bounded).
+ */
 export function generateKeyPair(comment = "hetznix"): SshKeyPair {
-  const pair = ssh2.utils.generateKeyPairSync("ed25519", { comment });
+  let pair = ssh2.utils.generateKeyPairSync("ed25519", { comment });
+  for (let i = 1; i < MAX_GENERATION_TRIES && !isWellFormedEd25519(pair.public); i++) {
+    pair = ssh2.utils.generateKeyPairSync("ed25519", { comment });
+  }
+  if (!isWellFormedEd25519(pair.public)) throw new Error("could not generate a well-formed ed25519 key pair");
   const publicKey = pair.public.trim();
   const keys = { publicKey, fingerprint: fingerprintOf(publicKey) };
   Object.defineProperty(keys, "privateKey", { value: pair.private, enumerable: false });

@@ -1,0 +1,713 @@
+/**
+ * `npm run bench [-- --quick]`: hetznix's upload against today's tool (hcloud-upload-image's data path) and against
+ * the physical limit, on links shaped with tc, with real rescue hosts from the emulator.
+ *
+ * 1. A realistic image (ext4 in a raw disk image, real files from this machine), cached under bench/.work/.
+ * 2. Data phase, on one emulated server in rescue, per link rate: the baseline (OpenSSH client, the file on stdin,
+ *    `dd of=/dev/sda bs=4M conv=sparse && sync`), hetznix's `writeAndVerify` per codec, and the limit (zstd -3 size
+ *    / rate, or zstd -3's own time where longer). Runs are interleaved; medians are reported.
+ * 3. A whole upload against the emulator at its real latencies (speed 1), each step's start, duration and share,
+ *    next to the sum of the steps (the same steps strictly one after another); then the same upload again, which
+ *    must find the existing snapshot.
+ * Everything started (emulator, rescue hosts, tc qdisc, children, key file) is removed at the end and on Ctrl-C.
+ */
+import { writeFile, mkdir } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  ensureImage,
+  FULL_IMAGE,
+  QUICK_IMAGE,
+  MiB,
+  zstdSize,
+  type BenchImage,
+  type ImageSpec,
+} from "./images.js";
+import { installSignalHandlers, isStopping, runCleanups } from "./cleanup.js";
+import { measureChild, type Measurement } from "./measure.js";
+import {
+  measureLoopbackRate,
+  shapeLoopback,
+  sweepShaping,
+  removeActiveShaping,
+  type Shaping,
+} from "./shape.js";
+import { bootRescueTarget, startBenchEmulator, type BenchEmulator, type RescueTarget } from "./target.js";
+import {
+  ENDPOINT_ENV,
+  TOKEN_ENV,
+  type ClientRequest,
+  type ClientResult,
+  type DataPhaseRequest,
+  type StepRecord,
+} from "./protocol.js";
+import { fmt, machineInfo, median, summarize, table, type ConfigResult, type RunSample } from "./report.js";
+import type { CodecSpec } from "../src/upload/compress.js";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const WORK = join(ROOT, "bench", ".work");
+const CLIENT = join(ROOT, "bench", "client.ts");
+const BASELINE_COMMAND = "bash -c 'set -euo pipefail && dd of=/dev/sda bs=4M conv=sparse && sync'";
+/** Address blocks of the two emulators (data phase: fast control plane; whole upload: real latencies). */
+const DATA_PREFIX = "127.78.9.";
+const WHOLE_PREFIX = "127.78.11.";
+/** A spare address where shaping is checked with a plain TCP transfer before it is relied on. */
+const CHECK_IP = "127.78.10.9";
+
+const log = (line: string): void => {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+};
+
+interface Options {
+  quick: boolean;
+  image: ImageSpec;
+  rates: number[];
+  runs: number;
+  baselineRuns: number;
+  /** Runs of each codec after the first (the comparison). */
+  codecRuns: number;
+  codecs: CodecSpec[];
+  whole: boolean;
+  wholeRate: number;
+  data: boolean;
+  out: string[];
+  command: string;
+  /** A paragraph put under the title (e.g. why this is a quick run's table). */
+  note?: string;
+}
+
+function parseCodec(text: string): CodecSpec {
+  const [codec, level, threads] = text.split(":");
+  if (codec !== "zstd" && codec !== "gzip" && codec !== "none") throw new Error(`unknown codec ${text}`);
+  return {
+    codec,
+    ...(level ? { level: Number(level) } : {}),
+    ...(threads ? { threads: Number(threads) } : {}),
+  };
+}
+
+function codecLabel(c: CodecSpec): string {
+  if (c.codec === "zstd") return `zstd -${c.level ?? 3} -T${c.threads ?? 0}`;
+  if (c.codec === "gzip") return `gzip -${c.level ?? 1}`;
+  return "uncompressed";
+}
+
+/** The command as typed, without --note's text. */
+function commandLine(argv: string[]): string {
+  const shown: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--note") i++;
+    else if (!a.startsWith("--note=")) shown.push(a);
+  }
+  return ["npm run bench", ...(shown.length ? ["--", ...shown] : [])].join(" ");
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean", default: false },
+      runs: { type: "string" },
+      "baseline-runs": { type: "string" },
+      "codec-runs": { type: "string" },
+      rates: { type: "string" },
+      codecs: { type: "string" },
+      "image-mib": { type: "string" },
+      "skip-whole": { type: "boolean", default: false },
+      "skip-data": { type: "boolean", default: false },
+      "whole-rate": { type: "string" },
+      out: { type: "string" },
+      "write-benchmarks": { type: "boolean", default: false },
+      note: { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      [
+        "npm run bench -- [--quick] [options]",
+        "  --quick              1 GiB image, fewer runs (under 10 minutes); writes bench/.work/quick.md",
+        "  --runs N             hetznix runs per configuration (default 5; quick 3)",
+        "  --baseline-runs N    baseline runs per rate (default 3; quick 2)",
+        "  --rates 100,1000     link rates in Mbit/s",
+        "  --codecs LIST        hetznix codecs, e.g. zstd,zstd:1:0,gzip:1 (codec:level:threads); the first is the",
+        "                       headline, the others a comparison",
+        "  --codec-runs N       runs of each codec after the first (default 1)",
+        "  --image-mib N        a custom image of N MiB (smoke tests)",
+        "  --skip-data / --skip-whole   leave out the data-phase or the whole-upload part",
+        "  --whole-rate N       link rate of the whole upload (default 100)",
+        "  --out FILE           where the markdown goes (default BENCHMARKS.md; quick: bench/.work/quick.md)",
+        "  --write-benchmarks   also write BENCHMARKS.md (for a quick run)",
+        "  --note TEXT          a paragraph under the report's title",
+        "",
+      ].join("\n"),
+    );
+    process.exit(0);
+  }
+  const quick = values.quick;
+  const int = (v: string | undefined, d: number, min: number): number => {
+    if (v === undefined) return d;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`expected an integer >= ${min}, got ${v}`);
+    return n;
+  };
+  let image = quick ? QUICK_IMAGE : FULL_IMAGE;
+  if (values["image-mib"] !== undefined) {
+    const mib = int(values["image-mib"], 0, 16);
+    image = { name: `custom-${mib}m`, sizeBytes: mib * MiB, fileBytes: Math.round(mib * MiB * 0.33) };
+  }
+  const out: string[] = [];
+  if (values.out) out.push(resolve(values.out));
+  else out.push(quick ? join(WORK, "quick.md") : join(ROOT, "BENCHMARKS.md"));
+  if (values["write-benchmarks"] && !out.includes(join(ROOT, "BENCHMARKS.md")))
+    out.push(join(ROOT, "BENCHMARKS.md"));
+  return {
+    quick,
+    image,
+    rates: (values.rates ?? "100,1000").split(",").map((r) => int(r, 0, 1)),
+    runs: int(values.runs, quick ? 3 : 5, 1),
+    baselineRuns: int(values["baseline-runs"], quick ? 2 : 3, 0),
+    codecRuns: int(values["codec-runs"], 1, 1),
+    codecs: (values.codecs ?? "zstd").split(",").map(parseCodec),
+    whole: !values["skip-whole"],
+    wholeRate: int(values["whole-rate"], 100, 1),
+    data: !values["skip-data"],
+    out,
+    command: commandLine(argv),
+    ...(values.note ? { note: values.note } : {}),
+  };
+}
+
+// ---- data phase ----
+
+interface DataResults {
+  configs: ConfigResult[];
+  /** Per rate: measured rate of the shaping check (Mbit/s). */
+  checkedRates: Map<number, number>;
+  /** hetznix per-step medians (connect, discard, write, verify) per config label + rate. */
+  steps: Map<string, Record<string, number>>;
+  compress: { seconds: number; bytes: number };
+  /** Seconds to hash the whole image on this machine with the tools a rescue system could use. */
+  hashTools: { tool: string; seconds: number }[];
+}
+
+/** How long `sha256sum` and `openssl dgst -sha256` take over the image here (the rescue side hashes the stream). */
+async function hashTools(path: string): Promise<{ tool: string; seconds: number }[]> {
+  const out: { tool: string; seconds: number }[] = [];
+  for (const [tool, cmd] of [
+    ["sha256sum", "sha256sum"],
+    ["openssl dgst -sha256", "openssl dgst -sha256"],
+  ] as const) {
+    try {
+      const m = await measureChild("sh", ["-c", `${cmd} > /dev/null`], {
+        stdinFile: path,
+        timeoutMs: 300_000,
+      });
+      if (m.exitCode === 0) out.push({ tool, seconds: m.wallSeconds });
+    } catch {
+      // tool missing: leave it out
+    }
+  }
+  return out;
+}
+
+function childEnv(bench: BenchEmulator): NodeJS.ProcessEnv {
+  return { ...process.env, [ENDPOINT_ENV]: bench.emulator.endpoint, [TOKEN_ENV]: bench.emulator.token };
+}
+
+function runClient(req: ClientRequest, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Measurement> {
+  return measureChild(process.execPath, ["--import", "tsx", CLIENT, JSON.stringify(req)], {
+    cwd: ROOT,
+    env,
+    timeoutMs,
+  });
+}
+
+function parseClientResult(m: Measurement): ClientResult {
+  const line = m.stdout.trim().split("\n").pop() ?? "";
+  if (m.exitCode !== 0 || !line.startsWith("{")) {
+    throw new Error(
+      `client failed (exit ${m.exitCode}): ${m.stderrTail.trim().split("\n").slice(-3).join(" / ")}`,
+    );
+  }
+  return JSON.parse(line) as ClientResult;
+}
+
+async function oneRun(
+  kind: "baseline" | "hetznix",
+  target: RescueTarget,
+  bench: BenchEmulator,
+  shaping: Shaping,
+  image: BenchImage,
+  codec: CodecSpec,
+  timeoutMs: number,
+): Promise<{ sample: RunSample; steps?: StepRecord[] }> {
+  // Same start for both: an empty (discarded) disk, nothing pending in the page cache.
+  await target.exec("blkdiscard --force /dev/sda && sync");
+  const before = await shaping.counters();
+  const proxyBefore = bench.rescueCounters(target.serverId);
+  let m: Measurement;
+  let wall: number;
+  let steps: StepRecord[] | undefined;
+  if (kind === "baseline") {
+    m = await measureChild("ssh", [...target.sshArgs, BASELINE_COMMAND], {
+      stdinFile: image.path,
+      timeoutMs,
+    });
+    if (m.exitCode !== 0) throw new Error(`baseline failed (exit ${m.exitCode}): ${m.stderrTail.trim()}`);
+    wall = m.wallSeconds;
+  } else {
+    const req: DataPhaseRequest = {
+      mode: "data",
+      serverId: target.serverId,
+      image: image.path,
+      imageBytes: image.sizeBytes,
+      sha256: image.sha256,
+      keyFile: target.keyFile,
+      publicKey: target.pair.publicKey,
+      codec,
+    };
+    m = await runClient(req, childEnv(bench), timeoutMs);
+    const r = parseClientResult(m);
+    wall = r.seconds;
+    steps = r.steps;
+  }
+  const after = await shaping.counters();
+  const proxyAfter = bench.rescueCounters(target.serverId);
+  const sample: RunSample = {
+    wallSeconds: wall,
+    cpuSeconds: m.cpuSeconds,
+    maxRssBytes: m.maxRssBytes,
+    peakTreeRssBytes: m.peakTreeRssBytes,
+    wireUpBytes: after.up.bytes - before.up.bytes,
+    wireDownBytes: after.down.bytes - before.down.bytes,
+    ...(proxyBefore && proxyAfter ? { proxyInBytes: proxyAfter.bytesIn - proxyBefore.bytesIn } : {}),
+  };
+  return { sample, ...(steps ? { steps } : {}) };
+}
+
+async function dataPhase(opts: Options, image: BenchImage): Promise<DataResults> {
+  log(`limit: timing zstd -3 -T0 over the image (the client's compression time)`);
+  const compress = await zstdSize(image.path, 3, 0);
+  log(`zstd -3 -T0: ${fmt.s(compress.seconds)}, ${fmt.mb(compress.bytes)}`);
+  const hashes = await hashTools(image.path);
+  log(`hashing the image: ${hashes.map((h) => `${h.tool} ${fmt.s(h.seconds)}`).join(", ")}`);
+
+  const bench = await startBenchEmulator(WORK, 100, DATA_PREFIX);
+  const configs: ConfigResult[] = [];
+  const checkedRates = new Map<number, number>();
+  const stepSamples = new Map<string, Record<string, number[]>>();
+  try {
+    const target = await bootRescueTarget(bench);
+    log(`rescue host ${target.ip} (server ${target.serverId}) answers`);
+    for (const rate of opts.rates) {
+      if (isStopping()) break;
+      // Check the shaping with a plain TCP transfer (about 1.5 s of data) on a spare address first.
+      const check = await shapeLoopback({ target: CHECK_IP, rateMbit: rate });
+      let measured: number;
+      try {
+        measured = await measureLoopbackRate(CHECK_IP, Math.round((rate * 1e6 * 1.5) / 8));
+      } finally {
+        await check.remove();
+      }
+      checkedRates.set(rate, measured);
+      log(`shaping check at ${rate} Mbit/s: ${measured.toFixed(1)} Mbit/s measured`);
+      if (measured > rate * 1.2 || measured < rate * 0.5) {
+        throw new Error(`shaping does not hold: ${measured.toFixed(1)} Mbit/s measured for ${rate} Mbit/s`);
+      }
+      const shaping = await shapeLoopback({ target: target.ip, port: 22, rateMbit: rate });
+      try {
+        const expected = (image.sizeBytes * 8) / (rate * 1e6);
+        const timeoutMs = Math.round(Math.max(120, expected * 3 + 60) * 1000);
+        const baseline: ConfigResult = {
+          label: "baseline",
+          kind: "baseline",
+          rateMbit: rate,
+          samples: [],
+          errors: [],
+        };
+        const ours: ConfigResult[] = opts.codecs.map((c) => ({
+          label: `hetznix, ${codecLabel(c)}`,
+          kind: "hetznix",
+          rateMbit: rate,
+          samples: [],
+          errors: [],
+        }));
+        const rounds = Math.max(opts.runs, opts.baselineRuns, opts.codecs.length > 1 ? opts.codecRuns : 0);
+        for (let i = 0; i < rounds && !isStopping(); i++) {
+          if (i < opts.baselineRuns) {
+            log(`${rate} Mbit/s: baseline run ${i + 1}/${opts.baselineRuns}`);
+            try {
+              const { sample } = await oneRun(
+                "baseline",
+                target,
+                bench,
+                shaping,
+                image,
+                { codec: "none" },
+                timeoutMs,
+              );
+              baseline.samples.push(sample);
+              log(
+                `  ${fmt.s(sample.wallSeconds)}, cpu ${fmt.s(sample.cpuSeconds)}, up ${fmt.mb(sample.wireUpBytes)}`,
+              );
+            } catch (err) {
+              baseline.errors.push((err as Error).message);
+              log(`  failed: ${(err as Error).message}`);
+            }
+          }
+          for (const [k, codec] of opts.codecs.entries()) {
+            const runs = k === 0 ? opts.runs : opts.codecRuns;
+            if (i >= runs || isStopping()) continue;
+            const cfg = ours[k]!;
+            log(`${rate} Mbit/s: ${cfg.label} run ${i + 1}/${runs}`);
+            try {
+              const { sample, steps } = await oneRun(
+                "hetznix",
+                target,
+                bench,
+                shaping,
+                image,
+                codec,
+                timeoutMs,
+              );
+              cfg.samples.push(sample);
+              const key = `${cfg.label}@${rate}`;
+              const acc = stepSamples.get(key) ?? {};
+              for (const s of steps ?? []) (acc[s.step] ??= []).push(s.durationMs / 1000);
+              stepSamples.set(key, acc);
+              log(
+                `  ${fmt.s(sample.wallSeconds)}, cpu ${fmt.s(sample.cpuSeconds)}, up ${fmt.mb(sample.wireUpBytes)}, ` +
+                  `peak ${fmt.mib(sample.peakTreeRssBytes)} (${(steps ?? []).map((s) => `${s.step} ${(s.durationMs / 1000).toFixed(1)}`).join(", ")})`,
+              );
+            } catch (err) {
+              cfg.errors.push((err as Error).message);
+              log(`  failed: ${(err as Error).message}`);
+            }
+          }
+        }
+        if (opts.baselineRuns > 0) configs.push(baseline);
+        configs.push(...ours);
+      } finally {
+        await shaping.remove();
+      }
+    }
+  } finally {
+    await bench.stop();
+  }
+  const steps = new Map<string, Record<string, number>>();
+  for (const [key, acc] of stepSamples) {
+    steps.set(key, Object.fromEntries(Object.entries(acc).map(([k, v]) => [k, median(v)])));
+  }
+  return { configs, checkedRates, steps, compress, hashTools: hashes };
+}
+
+// ---- whole upload at real latencies ----
+
+interface WholeResults {
+  rateMbit: number;
+  first?: { wall: number; cpu: number; peak: number; result: ClientResult };
+  again?: { wall: number; result: ClientResult };
+  errors: string[];
+}
+
+async function wholeUpload(opts: Options, image: BenchImage): Promise<WholeResults> {
+  const out: WholeResults = { rateMbit: opts.wholeRate, errors: [] };
+  const bench = await startBenchEmulator(WORK, 1, WHOLE_PREFIX);
+  // Every server of this emulator gets an address in WHOLE_PREFIX: shape them all (their sshd port only).
+  const shaping = await shapeLoopback({ target: `${WHOLE_PREFIX}0/24`, port: 22, rateMbit: opts.wholeRate });
+  try {
+    const env = childEnv(bench);
+    const expected = (image.sizeBytes * 8) / (opts.wholeRate * 1e6);
+    const timeoutMs = Math.round((expected * 2 + 600) * 1000);
+    log(`whole upload at real latencies (${opts.wholeRate} Mbit/s link)`);
+    try {
+      const m = await runClient({ mode: "upload", image: image.path }, env, timeoutMs);
+      const result = parseClientResult(m);
+      out.first = { wall: result.seconds, cpu: m.cpuSeconds, peak: m.peakTreeRssBytes, result };
+      log(`  ${fmt.s(result.seconds)} (image ${result.imageId}, reused ${result.reused})`);
+    } catch (err) {
+      out.errors.push(`first upload: ${(err as Error).message}`);
+      log(`  failed: ${(err as Error).message}`);
+    }
+    if (out.first && !isStopping()) {
+      log(`the same upload again (the snapshot exists)`);
+      try {
+        const m = await runClient({ mode: "upload", image: image.path }, env, 120_000);
+        const result = parseClientResult(m);
+        out.again = { wall: m.wallSeconds, result };
+        log(
+          `  ${fmt.s(result.seconds)} inside the client, ${fmt.s(m.wallSeconds)} with process start (reused ${result.reused})`,
+        );
+      } catch (err) {
+        out.errors.push(`second upload: ${(err as Error).message}`);
+        log(`  failed: ${(err as Error).message}`);
+      }
+    }
+  } finally {
+    await shaping.remove();
+    await bench.stop();
+  }
+  return out;
+}
+
+// ---- report ----
+
+function render(
+  opts: Options,
+  machine: Awaited<ReturnType<typeof machineInfo>>,
+  image: BenchImage,
+  data: DataResults | undefined,
+  whole: WholeResults | undefined,
+  startedAt: Date,
+  seconds: number,
+): string {
+  const lines: string[] = [];
+  const kind = opts.quick ? "quick run" : "full run";
+  lines.push(`# Benchmarks (${kind})`, "");
+  if (opts.note) lines.push(opts.note, "");
+  lines.push(
+    "Made by `npm run bench` (full: 4 GiB image, about 25 minutes) or `npm run bench -- --quick` (1 GiB image, " +
+      "under 10 minutes; writes bench/.work/quick.md). Needs root, tc, OpenSSH, zstd, e2fsprogs and GNU time; the " +
+      "images are cached in bench/.work/. `npm run bench -- --help` lists the options.",
+    "",
+  );
+  lines.push(
+    `- Date: ${startedAt.toISOString().replace("T", " ").slice(0, 16)} UTC; took ${(seconds / 60).toFixed(1)} min`,
+    `- Command: \`${opts.command}\``,
+    `- Machine: ${machine.cores} x ${machine.cpuModel}, ${machine.memoryGiB} GiB RAM, Linux ${machine.kernel}, Node ${machine.node}, ${machine.openssh}, ${machine.zstd}`,
+    `- Image: ${image.name}, ext4 in a ${fmt.mib(image.sizeBytes)} raw disk image holding ${image.files} real files ` +
+      `(${fmt.gb(image.fileBytes)} from /usr/share/doc, /usr/bin, /usr/sbin, /usr/lib); zstd -3: ${fmt.mb(image.zstd3Bytes)}`,
+    `- Rescue host: the emulator's (real OpenSSH sshd in its own namespaces, /dev/sda = a loop device over a sparse file ` +
+      `on this machine's disk), on loopback, the link shaped with tc htb on \`lo\` (both directions, no added delay).`,
+    `- Baseline: hcloud-upload-image's data path for a local file: \`ssh root@IP "${BASELINE_COMMAND}" < image\` ` +
+      `(OpenSSH client, the file on stdin as it is).`,
+    `- hetznix: \`writeAndVerify\` from src/upload (connect, blkdiscard, stream compressed, write, verify the disk's ` +
+      `sha256), in a child process; the image's sha256 is known beforehand, as after a default upload's hash step; ` +
+      `its time is taken inside the child around that call (node's start-up left out; the baseline's time includes ` +
+      `ssh's start, about 0.1 s).`,
+    `- Limit: zstd -3 size / link rate, or zstd -3 -T0's own time over the image where that is longer.`,
+    `- Medians of the runs; CPU = user+sys of the client's process tree; memory = peak of the tree's summed RSS ` +
+      `(sampled every 100 ms) and of its largest process (rusage); wire = bytes through the shaped link towards ` +
+      `the server (tc counter: SSH payload plus TCP/IP headers).`,
+    "",
+  );
+  const targets: string[][] = [];
+  if (data) {
+    lines.push("## Data phase", "");
+    for (const rate of opts.rates) {
+      const summaries = data.configs.filter((c) => c.rateMbit === rate).map(summarize);
+      const base = summaries.find((s) => s.kind === "baseline");
+      const limit = Math.max((image.zstd3Bytes * 8) / (rate * 1e6), data.compress.seconds);
+      const checked = data.checkedRates.get(rate);
+      lines.push(
+        `### ${rate} Mbit/s (shaping check: ${checked !== undefined ? checked.toFixed(1) : "n/a"} Mbit/s measured)`,
+        "",
+      );
+      const rows: string[][] = [
+        [
+          "limit",
+          "-",
+          fmt.s(limit),
+          base ? fmt.x(base.wall / limit) : "n/a",
+          "1.00x",
+          fmt.mb(image.zstd3Bytes),
+          "-",
+          "-",
+        ],
+      ];
+      for (const s of summaries) {
+        rows.push([
+          s.label + (s.errors.length ? ` (${s.errors.length} failed)` : ""),
+          String(s.runs),
+          fmt.s(s.wall),
+          base ? fmt.x(base.wall / s.wall) : "n/a",
+          fmt.x(s.wall / limit),
+          fmt.mb(s.wireUp),
+          fmt.s(s.cpu),
+          `${fmt.mib(s.peakTreeRss)} (${fmt.mib(s.maxRss)})`,
+        ]);
+      }
+      lines.push(
+        table(
+          [
+            "",
+            "runs",
+            "data phase",
+            "speed-up vs baseline",
+            "vs limit",
+            "wire bytes up",
+            "client CPU",
+            "client peak memory (largest process)",
+          ],
+          rows,
+        ),
+        "",
+      );
+      const stepRows: string[][] = [];
+      for (const s of summaries.filter((x) => x.kind === "hetznix")) {
+        const st = data.steps.get(`${s.label}@${rate}`);
+        if (!st) continue;
+        stepRows.push([
+          s.label,
+          ...["connect", "discard", "write", "verify"].map((k) => fmt.s(st[k] ?? NaN)),
+          fmt.x((st["write"] ?? NaN) / limit),
+          base ? fmt.x(base.wall / (st["write"] ?? NaN)) : "n/a",
+        ]);
+      }
+      if (stepRows.length) {
+        lines.push(
+          table(
+            [
+              "hetznix steps (medians)",
+              "connect",
+              "discard",
+              "write",
+              "verify",
+              "write vs limit",
+              "baseline / write",
+            ],
+            stepRows,
+          ),
+          "",
+        );
+      }
+      const main = summaries.find((s) => s.kind === "hetznix");
+      if (main && base) {
+        const speedup = base.wall / main.wall;
+        if (rate === 100) {
+          targets.push([
+            "data phase at 100 Mbit/s >= 8x faster than the baseline",
+            fmt.x(speedup),
+            speedup >= 8 ? "met" : "NOT met",
+          ]);
+          const vsLimit = main.wall / limit;
+          targets.push([
+            "data phase at 100 Mbit/s within 1.15x of the limit",
+            fmt.x(vsLimit),
+            vsLimit <= 1.15 ? "met" : "NOT met",
+          ]);
+        }
+        if (rate === 1000) {
+          targets.push([
+            "data phase at 1 Gbit/s >= 4x faster than the baseline",
+            fmt.x(speedup),
+            speedup >= 4 ? "met" : "NOT met",
+          ]);
+        }
+      }
+    }
+    const peak = Math.max(
+      0,
+      ...data.configs.filter((c) => c.kind === "hetznix").map((c) => summarize(c).peakTreeRss),
+    );
+    targets.push([
+      `client peak memory < 300 MB (${fmt.mib(image.sizeBytes)} image; tree sum)`,
+      fmt.mb(peak),
+      peak > 0 && peak < 300e6 ? "met" : "NOT met",
+    ]);
+  }
+  if (whole) {
+    lines.push(`## Whole upload against the emulator at real latencies (${whole.rateMbit} Mbit/s link)`, "");
+    if (whole.first) {
+      const r = whole.first.result;
+      const total = r.seconds;
+      const done = r.steps.filter((s) => s.status !== "skipped");
+      const sum = done.reduce((a, s) => a + s.durationMs / 1000, 0);
+      lines.push(
+        table(
+          ["step", "starts at", "duration", "share of the upload"],
+          done.map((s) => [
+            s.step,
+            fmt.s(s.startMs / 1000),
+            fmt.s(s.durationMs / 1000),
+            `${((s.durationMs / 1000 / total) * 100).toFixed(1)}%`,
+          ]),
+        ),
+        "",
+        `- Whole upload: ${fmt.s(total)} (client CPU ${fmt.s(whole.first.cpu)}, peak memory ${fmt.mib(whole.first.peak)}); ` +
+          `the same steps strictly one after another (sum of the step durations): ${fmt.s(sum)}; overlap saves ` +
+          `${fmt.s(sum - total)} (${(((sum - total) / sum) * 100).toFixed(1)}%).`,
+        `- Sent ${fmt.mb(r.bytesSent)} for ${fmt.mib(image.sizeBytes)} read (${r.transfer ?? "?"}); ` +
+          (r.readAheadBytes !== undefined
+            ? `${fmt.mib(r.readAheadBytes)} of the image were already read and compressed when the write step ` +
+              `started (read-ahead during the server's creation and boot, not a step of its own` +
+              (data
+                ? `; about ${fmt.s((r.readAheadBytes / image.sizeBytes) * data.compress.seconds)} of zstd -3 -T0 ` +
+                  `work at its rate over this image`
+                : "") +
+              `).`
+            : `the read-ahead before the write step was not observed.`),
+        "",
+      );
+      targets.push([
+        "whole upload: work that can overlap the waits does",
+        `${fmt.s(sum - total)} of ${fmt.s(sum)} overlapped`,
+        sum - total > 0.5 ? "shown" : "little overlap",
+      ]);
+    }
+    if (whole.again) {
+      const r = whole.again.result;
+      lines.push(
+        `- The same upload again (the snapshot exists): ${fmt.s(r.seconds)} inside the client ` +
+          `(${fmt.s(whole.again.wall)} including process start), reused: ${String(r.reused)}; steps: ` +
+          r.steps
+            .map(
+              (s) => `${s.step} ${fmt.s(s.durationMs / 1000)}${s.status === "skipped" ? " (skipped)" : ""}`,
+            )
+            .join(", "),
+        "",
+      );
+      targets.push([
+        "upload of an image that already exists as a snapshot answers in < 5 s",
+        fmt.s(r.seconds),
+        r.reused === true && r.seconds < 5 ? "met" : "NOT met",
+      ]);
+    }
+    for (const e of whole.errors) lines.push(`- Failed: ${e}`);
+    lines.push("");
+  }
+  if (targets.length) lines.push("## Targets", "", table(["target", "measured", ""], targets), "");
+  const failures =
+    data?.configs.flatMap((c) => c.errors.map((e) => `${c.label} @ ${c.rateMbit} Mbit/s: ${e}`)) ?? [];
+  if (failures.length) lines.push("## Failed runs", "", ...failures.map((f) => `- ${f}`), "");
+  return lines.join("\n");
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  if (process.getuid?.() !== 0) throw new Error("the benchmark needs root (tc, loop devices, namespaces)");
+  installSignalHandlers(log);
+  const startedAt = new Date();
+  const t0 = Date.now();
+  if (await sweepShaping()) log("removed a previous run's tc qdisc");
+  try {
+    await mkdir(WORK, { recursive: true });
+    const [image, machine] = await Promise.all([ensureImage(opts.image, WORK, log), machineInfo()]);
+    log(
+      `image ${image.name}: ${fmt.mib(image.sizeBytes)}, ${image.files} files, zstd -3 ${fmt.mb(image.zstd3Bytes)}`,
+    );
+    const data = opts.data ? await dataPhase(opts, image) : undefined;
+    const whole = opts.whole ? await wholeUpload(opts, image) : undefined;
+    const md = render(opts, machine, image, data, whole, startedAt, (Date.now() - t0) / 1000);
+    for (const file of opts.out) {
+      await mkdir(dirname(file), { recursive: true });
+      await writeFile(file, md);
+      log(`wrote ${file}`);
+    }
+    process.stdout.write(md);
+  } finally {
+    await removeActiveShaping();
+    await runCleanups(log);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    log(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    process.exit(1);
+  },
+);

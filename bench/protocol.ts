@@ -1,0 +1,50 @@
+/** What bench/main.ts and the client child (bench/client.ts) exchange. */
+import type { CodecSpec } from "../src/upload/compress.js";
+
+/** One data phase against a server already in rescue (what the data-phase table measures). */
+export interface DataPhaseRequest {
+  mode: "data";
+  serverId: number;
+  image: string;
+  imageBytes: number;
+  /** sha256 of the image, known before the data phase as in a default upload (its hash step). */
+  sha256?: string;
+  keyFile: string;
+  publicKey: string;
+  codec: CodecSpec;
+}
+
+/** A whole upload (uploadImage), from inspecting the file to the snapshot and cleanup. */
+export interface UploadRequest {
+  mode: "upload";
+  image: string;
+  codec?: CodecSpec;
+}
+
+export type ClientRequest = DataPhaseRequest | UploadRequest;
+
+export interface StepRecord {
+  step: string;
+  status: string;
+  durationMs: number;
+  /** From the start of the run. */
+  startMs: number;
+}
+
+export interface ClientResult {
+  /** Wall time of the measured call (writeAndVerify, or uploadImage), measured inside the child. */
+  seconds: number;
+  steps: StepRecord[];
+  bytesRead: number;
+  bytesSent: number;
+  transfer?: string;
+  /** Upload mode: whether an existing snapshot was reused, and its id. */
+  reused?: boolean;
+  imageId?: number;
+  /** Upload mode: image bytes read (and compressed) before the write step's first progress (read-ahead). */
+  readAheadBytes?: number;
+}
+
+/** The local emulator's endpoint and (random, per-run) token reach the child through these variables. */
+export const ENDPOINT_ENV = "HETZNIX_BENCH_ENDPOINT";
+export const TOKEN_ENV = "HETZNIX_BENCH_TOKEN";

@@ -1,0 +1,70 @@
+import type { Command } from "commander";
+import { cleanupTemporary, parseDuration, type CleanupItem } from "../../upload/index.js";
+import {
+  checkChoice,
+  describeError,
+  errorJson,
+  exitCodeFor,
+  makeClient,
+  type ClientFlags,
+} from "./upload.js";
+
+interface CleanupFlags extends ClientFlags {
+  olderThan: string;
+  dryRun?: boolean;
+  run?: string;
+  output: string;
+}
+
+function line(verb: string, i: CleanupItem): string {
+  const age = i.ageSeconds !== undefined ? `, started ${i.ageSeconds}s ago` : "";
+  const why = i.reason ? ` (${i.reason})` : "";
+  return `${verb} ${i.kind === "server" ? "server " : "SSH key"} ${i.name} (id ${i.id}${i.runId ? `, run ${i.runId}` : ""}${age})${why}\n`;
+}
+
+async function run(flags: CleanupFlags): Promise<void> {
+  const json = flags.output === "json";
+  try {
+    checkChoice("--output", flags.output, ["text", "json"]);
+    const olderThanMs = parseDuration(flags.olderThan);
+    const client = makeClient(flags);
+    const r = await cleanupTemporary({
+      client,
+      olderThanMs,
+      dryRun: flags.dryRun === true,
+      ...(flags.run ? { runId: flags.run } : {}),
+    });
+    if (json) {
+      process.stdout.write(
+        `${JSON.stringify({ dry_run: r.dryRun, older_than_ms: r.olderThanMs, deleted: r.deleted, kept: r.kept, failed: r.failed }, null, 2)}\n`,
+      );
+    } else {
+      for (const i of r.deleted) process.stdout.write(line(r.dryRun ? "would delete" : "deleted", i));
+      for (const i of r.kept) process.stdout.write(line("kept", i));
+      for (const i of r.failed) process.stdout.write(line("FAILED to delete", i));
+      if (r.deleted.length + r.kept.length + r.failed.length === 0)
+        process.stdout.write("no temporary resources of hetznix found\n");
+    }
+    process.exitCode = r.failed.length ? 1 : 0;
+  } catch (err) {
+    if (json) process.stdout.write(`${JSON.stringify({ error: errorJson(err) }, null, 2)}\n`);
+    else process.stderr.write(`hetznix cleanup: ${describeError(err)}\n`);
+    process.exitCode = exitCodeFor(err);
+  }
+}
+
+export function register(program: Command): void {
+  program
+    .command("cleanup")
+    .description("delete temporary servers and SSH keys hetznix created, older than a given age")
+    .option(
+      "--older-than <duration>",
+      "only resources whose run started at least this long ago (e.g. 30m, 2h)",
+      "1h",
+    )
+    .option("--dry-run", "list what would be deleted; delete nothing")
+    .option("--run <id>", "only this run's resources (any age)")
+    .option("--output <format>", "text or json", "text")
+    .option("--context <name>", "hcloud CLI context to take the token from")
+    .action(async (flags: CleanupFlags) => run(flags));
+}

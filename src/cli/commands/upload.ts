@@ -1,0 +1,389 @@
+import { basename } from "node:path";
+import type { Command } from "commander";
+import { clientFromEnvironment, type HCloudClient } from "../../hcloud/client.js";
+import { HCloudConfigError, HCloudError, HCloudNetworkError } from "../../hcloud/errors.js";
+import type { Architecture } from "../../hcloud/schema.js";
+import { createProgressRenderer, chooseMode, type ProgressRenderer } from "../../ui/progress.js";
+import { formatBytes, formatDuration } from "../../ui/format.js";
+import {
+  CODECS,
+  COMPRESSIONS,
+  FORMATS,
+  CleanupIncompleteError,
+  UploadError,
+  describeLeftovers,
+  parseLabels,
+  readManifest,
+  uploadImages,
+  type Codec,
+  type CodecSpec,
+  type Compression,
+  type ImageFormat,
+  type ManifestEntry,
+  type UploadOptions,
+  type UploadResult,
+} from "../../upload/index.js";
+
+export interface ClientFlags {
+  context?: string;
+}
+
+export interface SharedFlags extends ClientFlags {
+  compression: string;
+  format: string;
+  output: string;
+  codec?: string;
+  codecLevel?: string;
+}
+
+interface UploadFlags extends SharedFlags {
+  imagePath?: string[];
+  imageUrl?: string[];
+  manifest?: string;
+  architecture?: string[];
+  serverType?: string[];
+  location?: string;
+  description?: string;
+  labels?: string;
+  force?: boolean;
+}
+
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/** A usage error: exit status 2, nothing created. */
+export class UsageError extends Error {}
+
+export function makeClient(flags: ClientFlags): HCloudClient {
+  return clientFromEnvironment(flags.context ? { context: flags.context } : {});
+}
+
+export function checkChoice<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
+  if (!allowed.includes(value as T))
+    throw new UsageError(`${flag} must be one of ${allowed.join(", ")} (got ${value})`);
+  return value as T;
+}
+
+export function codecFromFlags(flags: SharedFlags): CodecSpec | undefined {
+  if (flags.codec === undefined && flags.codecLevel === undefined) return undefined;
+  const codec = flags.codec === undefined ? "zstd" : checkChoice<Codec>("--codec", flags.codec, CODECS);
+  const spec: CodecSpec = { codec };
+  if (flags.codecLevel !== undefined) {
+    const level = Number(flags.codecLevel);
+    if (!Number.isInteger(level) || level < 1 || level > 22)
+      throw new UsageError("--codec-level must be 1..22");
+    spec.level = level;
+  }
+  return spec;
+}
+
+export function withSharedFlags(cmd: Command): Command {
+  return cmd
+    .option("--compression <kind>", `compression of the image: auto, ${COMPRESSIONS.join(", ")}`, "auto")
+    .option("--format <format>", `image format: auto, ${FORMATS.join(", ")}`, "auto")
+    .option("--output <format>", "text or json", "text")
+    .option(
+      "--codec <codec>",
+      `wire compression for uncompressed images: ${CODECS.join(", ")} (default zstd)`,
+    )
+    .option("--codec-level <n>", "compression level of --codec")
+    .option(
+      "--context <name>",
+      "hcloud CLI context to take the token from (default: HCLOUD_TOKEN, active context)",
+    );
+}
+
+/**
+ * Ctrl-C / SIGTERM: the first aborts the operation (cleanup still runs), the second aborts cleanup (what is left is
+ * printed), a third exits at once.
+ */
+export function installSignals(command: string): {
+  signal: AbortSignal;
+  cleanupSignal: AbortSignal;
+  dispose(): void;
+} {
+  const run = new AbortController();
+  const cleanup = new AbortController();
+  let count = 0;
+  const handler = (sig: NodeJS.Signals) => {
+    count++;
+    if (count === 1) {
+      process.stderr.write(
+        `\nhetznix ${command}: ${sig}: stopping and removing temporary resources (press Ctrl-C again to stop cleanup)\n`,
+      );
+      run.abort(new UploadError("aborted", `interrupted by ${sig}`));
+    } else if (count === 2) {
+      process.stderr.write(
+        `\nhetznix ${command}: ${sig} again: stopping cleanup; what is left is listed below\n`,
+      );
+      cleanup.abort(new UploadError("aborted", `cleanup interrupted by ${sig}`));
+    } else {
+      process.exit(130);
+    }
+  };
+  process.on("SIGINT", handler);
+  process.on("SIGTERM", handler);
+  return {
+    signal: run.signal,
+    cleanupSignal: cleanup.signal,
+    dispose() {
+      process.off("SIGINT", handler);
+      process.off("SIGTERM", handler);
+    },
+  };
+}
+
+/** One line (or a few) for an error, with advice for the common cases. */
+export function describeError(err: unknown): string {
+  if (err instanceof HCloudError) {
+    if (err.status === 401) {
+      return `The Hetzner Cloud API rejected the token (401 ${err.code}); check HCLOUD_TOKEN or the hcloud context`;
+    }
+    return `Hetzner Cloud API error: ${err.message}`;
+  }
+  if (err instanceof HCloudNetworkError) return `Cannot reach the Hetzner Cloud API: ${err.message}`;
+  if (err instanceof HCloudConfigError) return err.message;
+  if (err instanceof CleanupIncompleteError) return err.message;
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+export function errorCode(err: unknown): string {
+  if (err instanceof UploadError) return err.code;
+  if (err instanceof CleanupIncompleteError) return err.code;
+  if (err instanceof HCloudError) return err.code;
+  if (err instanceof HCloudNetworkError) return `network_${err.kind}`;
+  if (err instanceof HCloudConfigError) return "config";
+  if (err instanceof UsageError) return "usage";
+  return "error";
+}
+
+export function errorJson(err: unknown): Record<string, unknown> {
+  return {
+    code: errorCode(err),
+    message: describeError(err),
+    ...(err instanceof CleanupIncompleteError ? { leftovers: err.leftovers } : {}),
+  };
+}
+
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof UsageError) return 2;
+  if (err instanceof UploadError && err.code === "aborted") return 130;
+  if (
+    err instanceof CleanupIncompleteError &&
+    err.cause instanceof UploadError &&
+    err.cause.code === "aborted"
+  )
+    return 130;
+  return 1;
+}
+
+export function resultJson(r: UploadResult): Record<string, unknown> {
+  return {
+    image_id: r.imageId,
+    reused: r.reused,
+    description: r.description,
+    architecture: r.architecture,
+    labels: r.labels,
+    sha256: r.sha256 ?? null,
+    raw_size: r.rawSize ?? null,
+    source: r.source,
+    source_compression: r.sourceCompression,
+    source_format: r.sourceFormat,
+    transfer: r.transfer ?? null,
+    bytes_read: r.bytesRead,
+    bytes_sent: r.bytesSent,
+    bytes_hashed: r.bytesHashed,
+    server_type: r.serverType ?? null,
+    location: r.location ?? null,
+    run_id: r.runId,
+    duration_ms: r.durationMs,
+    steps: r.steps.map((s) => ({
+      step: s.step,
+      status: s.status,
+      duration_ms: s.durationMs,
+      start_ms: s.startMs,
+      ...(s.detail ? { detail: s.detail } : {}),
+    })),
+    leftovers: r.leftovers,
+  };
+}
+
+interface Job {
+  name: string;
+  options: Omit<UploadOptions, "client">;
+}
+
+function buildJobs(flags: UploadFlags, manifest: ManifestEntry[] | undefined): Job[] {
+  const shared = {
+    compression: checkChoice<Compression | "auto">("--compression", flags.compression, [
+      "auto",
+      ...COMPRESSIONS,
+    ]),
+    format: checkChoice<ImageFormat | "auto">("--format", flags.format, ["auto", ...FORMATS]),
+  };
+  const userLabels = parseLabels(flags.labels);
+  const codec = codecFromFlags(flags);
+  const common = {
+    ...(flags.location ? { location: flags.location } : {}),
+    ...(flags.description ? { description: flags.description } : {}),
+    ...(codec ? { codec } : {}),
+    force: flags.force === true,
+  };
+  const jobs: Job[] = [];
+  if (manifest) {
+    if (flags.imagePath?.length || flags.imageUrl?.length)
+      throw new UsageError("give images either with --manifest or with --image-path/--image-url");
+    for (const e of manifest) {
+      const image = e.path !== undefined ? { path: e.path } : { url: e.url as string };
+      jobs.push({
+        name: e.path ?? (e.url as string),
+        options: {
+          ...common,
+          image,
+          compression: e.compression ?? shared.compression,
+          format: e.format ?? shared.format,
+          ...(e.architecture ? { architecture: e.architecture } : {}),
+          ...(e.serverType ? { serverType: e.serverType } : {}),
+          ...(e.location ? { location: e.location } : {}),
+          ...(e.description ? { description: e.description } : {}),
+          labels: { ...userLabels, ...(e.labels ?? {}) },
+        },
+      });
+    }
+    return jobs;
+  }
+  const images = [
+    ...(flags.imagePath ?? []).map((p) => ({ image: { path: p }, name: p })),
+    ...(flags.imageUrl ?? []).map((u) => ({ image: { url: u }, name: u })),
+  ];
+  if (images.length === 0) throw new UsageError("give --image-path FILE, --image-url URL or --manifest FILE");
+  const pick = (list: string[], flag: string, i: number): string | undefined => {
+    if (list.length === 0) return undefined;
+    if (list.length === 1) return list[0];
+    if (list.length !== images.length) {
+      throw new UsageError(
+        `give ${flag} once (for every image) or once per image (${images.length} times, in order)`,
+      );
+    }
+    return list[i];
+  };
+  images.forEach((img, i) => {
+    const architecture = pick(flags.architecture ?? [], "--architecture", i);
+    const serverType = pick(flags.serverType ?? [], "--server-type", i);
+    if (architecture === undefined && serverType === undefined) {
+      throw new UsageError(`give --architecture (x86 or arm) or --server-type for ${img.name}`);
+    }
+    if (architecture !== undefined && architecture !== "x86" && architecture !== "arm") {
+      throw new UploadError("invalid_argument", `Unknown architecture ${architecture}; use x86 or arm`);
+    }
+    jobs.push({
+      name: img.name,
+      options: {
+        ...common,
+        ...shared,
+        image: img.image,
+        ...(architecture ? { architecture: architecture as Architecture } : {}),
+        ...(serverType ? { serverType } : {}),
+        labels: userLabels,
+      },
+    });
+  });
+  return jobs;
+}
+
+async function run(flags: UploadFlags): Promise<void> {
+  const json = flags.output === "json";
+  let renderer: ProgressRenderer | undefined;
+  const signals = installSignals("upload");
+  try {
+    checkChoice("--output", flags.output, ["text", "json"]);
+    const manifest = flags.manifest ? await readManifest(flags.manifest) : undefined;
+    const jobs = buildJobs(flags, manifest);
+    const client = makeClient(flags);
+    const multi = jobs.length > 1;
+    renderer = createProgressRenderer({
+      mode: chooseMode(json ? "json" : "text", process.stderr),
+      out: process.stderr,
+      multi,
+    });
+    const names = jobs.map((j) => (multi ? basename(j.name) : j.name));
+    const settled = await uploadImages(
+      jobs.map((j, i) => ({
+        ...j.options,
+        client,
+        name: names[i],
+        signal: signals.signal,
+        cleanupSignal: signals.cleanupSignal,
+        onEvent: (e) => renderer?.onEvent(e),
+      })),
+    );
+    renderer.finish();
+    let failed = 0;
+    let worst = 0;
+    const jsonItems: Record<string, unknown>[] = [];
+    settled.forEach((s, i) => {
+      const name = jobs[i]?.name ?? "";
+      if (s.status === "fulfilled") {
+        const r = s.value;
+        if (json) jsonItems.push(resultJson(r));
+        else {
+          process.stderr.write(
+            `${multi ? `[${names[i]}] ` : ""}${r.reused ? "Snapshot with this content exists" : "Created snapshot"} ${r.imageId} (${r.architecture}) in ${formatDuration(r.durationMs)}; ${r.bytesHashed ? `hashed ${formatBytes(r.bytesHashed)}, ` : ""}read ${formatBytes(r.bytesRead)}, sent ${formatBytes(r.bytesSent)}\n`,
+          );
+          if (r.leftovers.length) process.stderr.write(describeLeftovers(r.leftovers) + "\n");
+          process.stdout.write(multi ? `${r.imageId}\t${name}\n` : `${r.imageId}\n`);
+        }
+        if (r.leftovers.length) worst = Math.max(worst, 1);
+      } else {
+        failed++;
+        worst = Math.max(worst, exitCodeFor(s.reason));
+        if (json) jsonItems.push({ source: name, error: errorJson(s.reason) });
+        else process.stderr.write(`hetznix upload: ${multi ? `${name}: ` : ""}${describeError(s.reason)}\n`);
+      }
+    });
+    if (json) {
+      const body = multi ? { images: jsonItems, failed } : jsonItems[0];
+      process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+    }
+    process.exitCode = worst;
+  } catch (err) {
+    renderer?.finish();
+    if (json) process.stdout.write(`${JSON.stringify({ error: errorJson(err) }, null, 2)}\n`);
+    else process.stderr.write(`hetznix upload: ${describeError(err)}\n`);
+    process.exitCode = exitCodeFor(err);
+  } finally {
+    signals.dispose();
+  }
+}
+
+export function register(program: Command): void {
+  withSharedFlags(
+    program
+      .command("upload")
+      .description(
+        "upload a disk image (raw or qcow2, optionally compressed; file or URL) as a Hetzner Cloud snapshot",
+      )
+      .option("--image-path <file>", "local image file (repeat to upload several in parallel)", collect)
+      .option("--image-url <url>", "image URL the rescue system downloads (repeatable)", collect)
+      .option(
+        "--manifest <file>",
+        "YAML/JSON list of images to upload in parallel (path|url, architecture, ...)",
+      )
+      .option(
+        "--architecture <arch>",
+        "x86 or arm (once for all images, or once per image in order)",
+        collect,
+      )
+      .option(
+        "--server-type <name>",
+        "temporary server type (default: cheapest that fits, from the catalogue)",
+        collect,
+      )
+      .option("--location <name>", "location to try first for the temporary server")
+      .option("--description <text>", "snapshot description")
+      .option("--labels <k=v,...>", "snapshot labels")
+      .option("--force", "upload even if a snapshot with the same content exists"),
+  ).action(async (flags: UploadFlags) => run(flags));
+}

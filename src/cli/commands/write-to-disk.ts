@@ -1,0 +1,123 @@
+import type { Command } from "commander";
+import { createProgressRenderer, chooseMode, type ProgressRenderer } from "../../ui/progress.js";
+import { formatBytes, formatDuration } from "../../ui/format.js";
+import {
+  COMPRESSIONS,
+  FORMATS,
+  describeLeftovers,
+  writeToDisk,
+  type Compression,
+  type ImageFormat,
+  type WriteToDiskResult,
+} from "../../upload/index.js";
+import {
+  UsageError,
+  checkChoice,
+  codecFromFlags,
+  describeError,
+  errorJson,
+  exitCodeFor,
+  installSignals,
+  makeClient,
+  withSharedFlags,
+  type SharedFlags,
+} from "./upload.js";
+
+interface WriteFlags extends SharedFlags {
+  server?: string;
+  imagePath?: string;
+  imageUrl?: string;
+  start?: boolean;
+}
+
+function resultJson(r: WriteToDiskResult): Record<string, unknown> {
+  return {
+    server_id: r.serverId,
+    server_name: r.serverName,
+    sha256: r.sha256,
+    raw_size: r.rawSize,
+    source: r.source,
+    source_compression: r.sourceCompression,
+    source_format: r.sourceFormat,
+    transfer: r.transfer,
+    bytes_read: r.bytesRead,
+    bytes_sent: r.bytesSent,
+    started: r.started,
+    run_id: r.runId,
+    duration_ms: r.durationMs,
+    steps: r.steps.map((s) => ({
+      step: s.step,
+      status: s.status,
+      duration_ms: s.durationMs,
+      start_ms: s.startMs,
+      ...(s.detail ? { detail: s.detail } : {}),
+    })),
+    leftovers: r.leftovers,
+  };
+}
+
+async function run(flags: WriteFlags): Promise<void> {
+  const json = flags.output === "json";
+  let renderer: ProgressRenderer | undefined;
+  const signals = installSignals("write-to-disk");
+  try {
+    checkChoice("--output", flags.output, ["text", "json"]);
+    if (!flags.server) throw new UsageError("give --server ID|NAME");
+    if ((flags.imagePath === undefined) === (flags.imageUrl === undefined)) {
+      throw new UsageError("give exactly one of --image-path FILE and --image-url URL");
+    }
+    const compression = checkChoice<Compression | "auto">("--compression", flags.compression, [
+      "auto",
+      ...COMPRESSIONS,
+    ]);
+    const format = checkChoice<ImageFormat | "auto">("--format", flags.format, ["auto", ...FORMATS]);
+    const codec = codecFromFlags(flags);
+    const client = makeClient(flags);
+    renderer = createProgressRenderer({
+      mode: chooseMode(json ? "json" : "text", process.stderr),
+      out: process.stderr,
+    });
+    const r = await writeToDisk({
+      client,
+      server: /^\d+$/.test(flags.server) ? Number(flags.server) : flags.server,
+      image: flags.imagePath !== undefined ? { path: flags.imagePath } : { url: flags.imageUrl as string },
+      compression,
+      format,
+      ...(codec ? { codec } : {}),
+      start: flags.start === true,
+      signal: signals.signal,
+      cleanupSignal: signals.cleanupSignal,
+      onEvent: (e) => renderer?.onEvent(e),
+    });
+    renderer.finish();
+    if (json) process.stdout.write(`${JSON.stringify(resultJson(r), null, 2)}\n`);
+    else {
+      process.stdout.write(
+        `Wrote ${formatBytes(r.rawSize)} (sha256 ${r.sha256}) to server ${r.serverName} (${r.serverId}) in ${formatDuration(r.durationMs)}; it is ${r.started ? "powered on" : "powered off"}\n`,
+      );
+      if (r.leftovers.length) process.stderr.write(describeLeftovers(r.leftovers) + "\n");
+    }
+    process.exitCode = r.leftovers.length ? 1 : 0;
+  } catch (err) {
+    renderer?.finish();
+    if (json) process.stdout.write(`${JSON.stringify({ error: errorJson(err) }, null, 2)}\n`);
+    else process.stderr.write(`hetznix write-to-disk: ${describeError(err)}\n`);
+    process.exitCode = exitCodeFor(err);
+  } finally {
+    signals.dispose();
+  }
+}
+
+export function register(program: Command): void {
+  withSharedFlags(
+    program
+      .command("write-to-disk")
+      .description(
+        "write an image onto an existing server's disk through the rescue system (the disk is overwritten)",
+      )
+      .option("--server <id|name>", "the server whose disk is overwritten")
+      .option("--image-path <file>", "local image file")
+      .option("--image-url <url>", "image URL the rescue system downloads")
+      .option("--start", "power the server on afterwards (default: leave it off)"),
+  ).action(async (flags: WriteFlags) => run(flags));
+}

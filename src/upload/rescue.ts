@@ -1,0 +1,187 @@
+/**
+ * The exact shell commands hetznix runs in the rescue system, built by pure functions with every value quoted.
+ * Each script prints one machine-readable line (`HETZNIX-RESULT key=value ...`) that parseResult reads.
+ */
+import type { Compression, ImageFormat } from "./source.js";
+
+/** The server's disk in the rescue system. */
+export const DISK_DEVICE = "/dev/sda";
+
+/** Headroom the RAM disk must keep beyond a qcow2 image converted in the rescue system. */
+export const RESCUE_RAM_HEADROOM = 64 * 1024 * 1024;
+
+/** Exit status of the scripts when the qcow2 image does not fit the rescue RAM disk. */
+export const EXIT_NO_ROOM = 90;
+/** Exit status when the downloaded size differs from the expected size. */
+export const EXIT_SIZE_MISMATCH = 91;
+
+/** Quote one word for a POSIX shell. */
+export function shellQuote(word: string): string {
+  if (/^[A-Za-z0-9_./:=@%+-]+$/.test(word)) return word;
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The decompression stage in the rescue system for data arriving with `compression` (null for none). */
+export function remoteDecompressor(compression: Compression): string | null {
+  switch (compression) {
+    case "none":
+      return null;
+    case "gz":
+      return "gzip -dc";
+    case "bz2":
+      return "bzip2 -dc";
+    case "xz":
+      return "xz -dc -T0";
+    case "zstd":
+      return "zstd -dc";
+  }
+}
+
+/** Discard the whole disk, so blocks the image leaves out (sparse writes skip zeros) read as zeros. */
+export function discardCommand(device = DISK_DEVICE): string {
+  const d = shellQuote(device);
+  return `blkdiscard -f ${d} 2>/dev/null || blkdiscard ${d}`;
+}
+
+export type WriteInput = { kind: "stdin" } | { kind: "url"; url: string };
+
+export interface WriteSpec {
+  input: WriteInput;
+  /** Compression of the bytes as they arrive (after the wire codec, or as the URL serves them). */
+  compression: Compression;
+  /** raw: decompress straight onto the disk; qcow2: keep in the RAM disk, then convert. */
+  format: ImageFormat;
+  device?: string;
+  /**
+   * raw: the exact raw size expected (checked: a shorter stream is a truncated download).
+   * qcow2: the qcow2 file's size, when known (checked against free RAM-disk space before downloading).
+   */
+  expectedBytes?: number;
+  /** qcow2: the virtual size (the raw image size), read from the header. */
+  virtualSize?: number;
+}
+
+function sourceStage(input: WriteInput): string {
+  if (input.kind === "stdin") return "cat";
+  // -f: HTTP errors fail; curl also fails when fewer bytes arrive than Content-Length announced.
+  return `curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 20 ${shellQuote(input.url)}`;
+}
+
+/**
+ * sha256 of stdin as bare hex: openssl when present (it uses the CPU's SHA instructions, several times faster than
+ * coreutils' sha256sum), else sha256sum.
+ */
+const HASH_FUNCTION =
+  "h256() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r | cut -d' ' -f1; else sha256sum | cut -d' ' -f1; fi; }";
+
+const PRELUDE = [
+  "set -euo pipefail",
+  HASH_FUNCTION,
+  "work=$(mktemp -d /tmp/hetznix.XXXXXX)",
+  "pids=",
+  'cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }',
+  "trap cleanup EXIT",
+  'mkfifo "$work/hash" "$work/count"',
+  'h256 < "$work/hash" > "$work/sha" & pids="$pids $!"',
+  'wc -c < "$work/count" > "$work/len" & pids="$pids $!"',
+];
+
+const READ_STREAM_RESULT = [
+  "wait $pids",
+  "pids=",
+  "stream_sha=$(tr -d ' \\n' < \"$work/sha\")",
+  "stream_len=$(tr -d ' \\n' < \"$work/len\")",
+];
+
+function sizeCheck(expected: number): string {
+  const n = String(expected);
+  return `if [ "$stream_len" != ${n} ]; then echo "hetznix: received $stream_len bytes of image data, expected ${n} (truncated download?)" >&2; exit ${EXIT_SIZE_MISMATCH}; fi`;
+}
+
+/**
+ * The script that writes the image onto the disk. It hashes and counts the (decompressed) stream as it passes, so
+ * the client can compare with its own hash. Prints `HETZNIX-RESULT stream-sha256=.. stream-bytes=..` and, for
+ * qcow2, `raw-sha256=.. raw-bytes=..` of the converted disk contents.
+ */
+export function writeScript(spec: WriteSpec): string {
+  const device = shellQuote(spec.device ?? DISK_DEVICE);
+  const decompress = remoteDecompressor(spec.compression);
+  const pipeline = [sourceStage(spec.input), ...(decompress ? [decompress] : [])];
+  const lines = [...PRELUDE];
+  if (spec.format === "raw") {
+    pipeline.push(`tee "$work/hash" "$work/count"`);
+    pipeline.push(`dd of=${device} bs=4M iflag=fullblock conv=sparse status=none`);
+    lines.push(pipeline.join(" | "));
+    lines.push(...READ_STREAM_RESULT);
+    if (spec.expectedBytes !== undefined) lines.push(sizeCheck(spec.expectedBytes));
+    lines.push("sync");
+    lines.push('echo "HETZNIX-RESULT stream-sha256=$stream_sha stream-bytes=$stream_len"');
+    return lines.join("\n") + "\n";
+  }
+  // qcow2: the rescue system's root is a RAM disk; check there is room before receiving anything.
+  if (spec.virtualSize === undefined) throw new Error("writeScript: qcow2 needs virtualSize");
+  const vsize = String(spec.virtualSize);
+  if (spec.expectedBytes !== undefined) {
+    const need = String(spec.expectedBytes);
+    lines.push(`avail=$(df -P -B1 "$work" | awk 'NR==2 {print $4}')`);
+    lines.push(
+      `if [ "$avail" -lt $((${need} + ${RESCUE_RAM_HEADROOM})) ]; then echo "hetznix: the qcow2 image (${need} bytes) does not fit in the rescue system's RAM disk ($avail bytes free); install qemu-img where hetznix runs so it converts the image there" >&2; exit ${EXIT_NO_ROOM}; fi`,
+    );
+  }
+  pipeline.push(`tee "$work/hash" "$work/count"`);
+  pipeline.push(`cat > "$work/image.qcow2"`);
+  lines.push(pipeline.join(" | "));
+  lines.push(...READ_STREAM_RESULT);
+  if (spec.expectedBytes !== undefined) lines.push(sizeCheck(spec.expectedBytes));
+  lines.push(`qemu-img check -q -f qcow2 "$work/image.qcow2"`);
+  lines.push(`qemu-img convert -n -f qcow2 -O raw "$work/image.qcow2" ${device}`);
+  lines.push("sync");
+  lines.push(`blockdev --flushbufs ${device} 2>/dev/null || true`);
+  lines.push(`if [ -b ${device} ]; then drv=host_device; else drv=file; fi`);
+  lines.push(
+    `qemu-img compare -q --image-opts "driver=qcow2,file.filename=$work/image.qcow2" "driver=raw,size=${vsize},file.driver=$drv,file.filename=${spec.device ?? DISK_DEVICE}"`,
+  );
+  lines.push(`raw_sha=$(head -c ${vsize} ${device} | h256)`);
+  lines.push(
+    `echo "HETZNIX-RESULT stream-sha256=$stream_sha stream-bytes=$stream_len raw-sha256=$raw_sha raw-bytes=${vsize}"`,
+  );
+  return lines.join("\n") + "\n";
+}
+
+/** Hash the first `bytes` bytes of the disk as they are on the device (the page cache is flushed first). */
+export function verifyScript(bytes: number, device = DISK_DEVICE): string {
+  const d = shellQuote(device);
+  return (
+    [
+      "set -euo pipefail",
+      HASH_FUNCTION,
+      "sync",
+      `blockdev --flushbufs ${d} 2>/dev/null || true`,
+      `disk_sha=$(head -c ${String(bytes)} ${d} | h256)`,
+      `echo "HETZNIX-RESULT disk-sha256=$disk_sha disk-bytes=${String(bytes)}"`,
+    ].join("\n") + "\n"
+  );
+}
+
+/** Bytes the rescue system's download (curl) has read so far, from /proc/PID/io; prints nothing if none runs. */
+export function downloadProgressScript(): string {
+  return `p=$(pgrep -o -x curl) && awk '/^rchar:/ {print "HETZNIX-RESULT rchar=" $2}' /proc/$p/io || true\n`;
+}
+
+/** Wrap a script for `ssh exec`: run it with bash, the script itself fed as an argument (no stdin needed). */
+export function bashCommand(script: string): string {
+  return `bash -c ${shellQuote(script)}`;
+}
+
+/** The `key=value` pairs of the last HETZNIX-RESULT line of `output`, or undefined. */
+export function parseResult(output: string): Record<string, string> | undefined {
+  const lines = output.split("\n").filter((l) => l.startsWith("HETZNIX-RESULT "));
+  const last = lines[lines.length - 1];
+  if (!last) return undefined;
+  const out: Record<string, string> = {};
+  for (const pair of last.slice("HETZNIX-RESULT ".length).trim().split(/\s+/)) {
+    const eq = pair.indexOf("=");
+    if (eq > 0) out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
+}

@@ -1,0 +1,148 @@
+/**
+ * The registry of a run's temporary resources. Each resource is registered the moment it exists, and removed by
+ * `cleanup()`, newest first, with its own AbortSignal (so a second Ctrl-C can stop cleanup and say what is left).
+ */
+import type { HCloudClient } from "../hcloud/client.js";
+import { isNotFound } from "../hcloud/errors.js";
+import type { Leftover } from "./errors.js";
+import { RUN_LABEL } from "./identity.js";
+
+export interface Registered {
+  kind: Leftover["kind"];
+  id?: number;
+  name: string;
+  removeHint: string;
+  remove: (signal: AbortSignal) => Promise<void>;
+}
+
+export interface CleanupReport {
+  removed: { kind: Leftover["kind"]; id?: number; name: string }[];
+  leftovers: Leftover[];
+}
+
+/** How long cleanup waits for a server's delete action (it is deleted regardless; this is for reporting). */
+const DELETE_WAIT_MS = 300_000;
+
+export class ResourceRegistry {
+  private readonly items: Registered[] = [];
+
+  /** Register; returns a function that unregisters (when the resource became permanent or was removed). */
+  add(item: Registered): () => void {
+    this.items.push(item);
+    return () => {
+      const i = this.items.indexOf(item);
+      if (i >= 0) this.items.splice(i, 1);
+    };
+  }
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  /** Remove everything, newest first; each removal is tried up to 3 times. Never throws. */
+  async cleanup(signal: AbortSignal): Promise<CleanupReport> {
+    const report: CleanupReport = { removed: [], leftovers: [] };
+    while (this.items.length > 0) {
+      const item = this.items.pop() as Registered;
+      const entry = { kind: item.kind, ...(item.id !== undefined ? { id: item.id } : {}), name: item.name };
+      if (signal.aborted) {
+        report.leftovers.push({ ...entry, removeHint: item.removeHint, reason: "cleanup was interrupted" });
+        continue;
+      }
+      let lastError: unknown;
+      let ok = false;
+      for (let attempt = 1; attempt <= 3 && !signal.aborted; attempt++) {
+        try {
+          await item.remove(signal);
+          ok = true;
+          break;
+        } catch (err) {
+          if (isNotFound(err)) {
+            ok = true;
+            break;
+          }
+          lastError = err;
+          if (attempt < 3) await delay(500 * attempt, signal);
+        }
+      }
+      if (ok) report.removed.push(entry);
+      else {
+        const reason = signal.aborted
+          ? "cleanup was interrupted"
+          : `removing it failed: ${lastError instanceof Error ? lastError.message : String(lastError)}`;
+        report.leftovers.push({ ...entry, removeHint: item.removeHint, reason });
+      }
+    }
+    return report;
+  }
+}
+
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** Registration for a temporary server: delete it and wait (bounded) for the deletion to finish. */
+export function serverResource(client: HCloudClient, id: number, name: string): Registered {
+  return {
+    kind: "server",
+    id,
+    name,
+    removeHint: `hcloud server delete ${id}`,
+    remove: async (signal) => {
+      const action = await client.servers.delete(id, { signal });
+      await client.waitForActions([action], { signal, timeoutMs: DELETE_WAIT_MS });
+    },
+  };
+}
+
+export function sshKeyResource(client: HCloudClient, id: number, name: string): Registered {
+  return {
+    kind: "ssh_key",
+    id,
+    name,
+    removeHint: `hcloud ssh-key delete ${id}`,
+    remove: async (signal) => {
+      await client.sshKeys.delete(id, { signal });
+    },
+  };
+}
+
+export function imageResource(client: HCloudClient, id: number, name: string): Registered {
+  return {
+    kind: "image",
+    id,
+    name,
+    removeHint: `hcloud image delete ${id}`,
+    remove: async (signal) => {
+      await client.images.delete(id, { signal });
+    },
+  };
+}
+
+/**
+ * Safety net after the registry ran: find servers and keys still carrying this run's label (e.g. created by a
+ * request whose answer was lost) and register them for removal.
+ */
+export async function registerStragglers(
+  client: HCloudClient,
+  registry: ResourceRegistry,
+  runId: string,
+  known: { servers: Set<number>; sshKeys: Set<number> },
+  signal: AbortSignal,
+): Promise<void> {
+  const labelSelector = `${RUN_LABEL}=${runId}`;
+  const [servers, keys] = await Promise.all([
+    client.servers.all({ labelSelector, signal }),
+    client.sshKeys.all({ labelSelector, signal }),
+  ]);
+  for (const k of keys) if (!known.sshKeys.has(k.id)) registry.add(sshKeyResource(client, k.id, k.name));
+  for (const s of servers) if (!known.servers.has(s.id)) registry.add(serverResource(client, s.id, s.name));
+}

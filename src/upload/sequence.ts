@@ -1,0 +1,525 @@
+/**
+ * The upload, as numbered small steps. Every temporary resource is registered for cleanup the moment it exists;
+ * cleanup runs in `finally` (success, error or abort) with its own AbortSignal.
+ *
+ *  1. inspect     open the file or URL, sniff compression and format, check labels
+ *  2. prepare     in parallel: convert qcow2 / hash the raw image locally, and read the catalogue
+ *  3. lookup      a snapshot with the same content and architecture exists: print it, stop (unless --force)
+ *  4. plan        cheapest orderable server type whose disk holds the image, locations to try
+ *  5. ssh-key     in-memory ed25519 key, registered with labels naming the run
+ *  6. server      create (start_after_create=false), next location/type on 412 resource_unavailable
+ *  7. rescue      enable rescue with the key            8. poweron
+ *  9. connect     SSH as root, bounded retries          10. discard (blkdiscard)
+ * 11. write       stream (compressed) or let the rescue system download; hash on both sides
+ * 12. verify      sha256 of what is on /dev/sda equals the source's
+ * 13. shutdown    ACPI shutdown, wait until off (hard power-off if it does not go off in time)
+ * 14. snapshot    create_image with description and labels (content hash, size, user labels)
+ * 15. cleanup     delete the server and the key
+ */
+import { basename } from "node:path";
+import type { Architecture, Image, Labels } from "../hcloud/schema.js";
+import { defaultCodec, type CodecSpec } from "./compress.js";
+import { convertQcow2ToRaw } from "./convert.js";
+import { CleanupIncompleteError, UploadError, abortError, type Leftover } from "./errors.js";
+import type { StepTiming } from "./events.js";
+import {
+  SIZE_LABEL,
+  checkUserLabels,
+  contentLabels,
+  identitySelector,
+  type ContentIdentity,
+} from "./identity.js";
+import { planServer, type Plan } from "./plan.js";
+import { imageResource } from "./resources.js";
+import {
+  digestFile,
+  openFileSource,
+  openUrlSource,
+  type Compression,
+  type FileSource,
+  type ImageFormat,
+  type ImageSource,
+} from "./source.js";
+import {
+  RunContext,
+  bootRescue,
+  createTemporaryKey,
+  createTemporaryServer,
+  fetchCatalogue,
+  shutdownAndWait,
+  writeAndVerify,
+  type Catalogue,
+  type CommonOptions,
+  type ImageInput,
+  type WritePlan,
+} from "./steps.js";
+import { startLocalStream, type LocalStream } from "./stream.js";
+import { tool } from "./tools.js";
+
+export type {
+  CommonOptions,
+  ImageInput,
+  SshSettings,
+  WaitSettings,
+  WriteOutcome,
+  WritePlan,
+} from "./steps.js";
+// The shared steps live in steps.ts; re-exported for callers that measure one step alone (bench/).
+export { RunContext, writeAndVerify } from "./steps.js";
+
+export interface UploadOptions extends CommonOptions {
+  image: ImageInput;
+  architecture?: Architecture;
+  serverType?: string;
+  location?: string;
+  description?: string;
+  labels?: Labels;
+  /** Upload even when a snapshot of the same content exists. */
+  force?: boolean;
+  /** Where the Nix store is (default /nix/store). */
+  storeDir?: string;
+  /** Use the store path as identity for files in the Nix store instead of hashing first (default true). */
+  useStoreIdentity?: boolean;
+}
+
+export interface UploadResult {
+  imageId: number;
+  /** True when an existing snapshot with the same content was found and nothing was created. */
+  reused: boolean;
+  description: string;
+  architecture: Architecture;
+  labels: Labels;
+  /** sha256 of the raw image, when known. */
+  sha256?: string;
+  rawSize?: number;
+  source: string;
+  sourceCompression: Compression;
+  sourceFormat: ImageFormat;
+  /** How the data went over the wire, e.g. "zstd -3 -T0", "sent as is (xz)", "downloaded by the rescue system". */
+  transfer?: string;
+  /** Bytes read from the local source for sending (the data phase). */
+  bytesRead: number;
+  /** Bytes sent over SSH (after compression). */
+  bytesSent: number;
+  /** Bytes read by the separate hash pass before anything was created (0 when hashed while streaming). */
+  bytesHashed: number;
+  serverType?: string;
+  location?: string;
+  runId: string;
+  steps: StepTiming[];
+  durationMs: number;
+  /** Temporary resources cleanup could not remove (empty normally). */
+  leftovers: Leftover[];
+}
+
+// ---- Upload ----
+
+async function findExisting(
+  ctx: RunContext,
+  architecture: Architecture,
+  identity: ContentIdentity,
+): Promise<Image | undefined> {
+  const labelSelector = identitySelector(identity);
+  if (!labelSelector) return undefined;
+  const images = await ctx.client.images.all({
+    type: "snapshot",
+    architecture,
+    labelSelector,
+    status: "available",
+    sort: "created:desc",
+    signal: ctx.signal,
+  });
+  return images.find((i) => i.architecture === architecture);
+}
+
+/** How many snapshots of this architecture carry hetznix's size label with this raw size. */
+async function countBySize(ctx: RunContext, architecture: Architecture, rawSize: number): Promise<number> {
+  const images = await ctx.client.images.all({
+    type: "snapshot",
+    architecture,
+    labelSelector: `${SIZE_LABEL}=${rawSize}`,
+    signal: ctx.signal,
+  });
+  return images.filter((i) => i.architecture === architecture).length;
+}
+
+function describeImage(src: ImageSource): string {
+  return src.kind === "file" ? basename(src.path) : new URL(src.url).pathname.split("/").pop() || src.url;
+}
+
+interface Prepared {
+  /** The file to stream (converted raw for a client-side qcow2 conversion). */
+  path?: string;
+  /** Compression of that file. */
+  compression: Compression;
+  remoteFormat: ImageFormat;
+  /** sha256/size of the raw image when hashed before creating anything. */
+  sha256?: string;
+  rawSize?: number;
+}
+
+async function prepareFile(
+  ctx: RunContext,
+  src: FileSource,
+  opts: UploadOptions,
+  hashFirst: boolean,
+): Promise<Prepared> {
+  let path = src.realPath;
+  let compression = src.compression;
+  let remoteFormat: ImageFormat = "raw";
+  if (src.format === "qcow2") {
+    const qemuImg = tool(opts.tools, "qemuImg");
+    if (qemuImg) {
+      const converted = await ctx.steps.run(
+        "convert",
+        () =>
+          convertQcow2ToRaw(qemuImg, src.realPath, {
+            ...(opts.tmpDir ? { dir: opts.tmpDir } : {}),
+            signal: ctx.signal,
+          }),
+        `qcow2 -> raw with qemu-img (${src.qcow2VirtualSize} bytes)`,
+      );
+      ctx.registry.add({
+        kind: "file",
+        name: converted.rawPath,
+        removeHint: `rm -r ${converted.rawPath.replace(/\/image\.raw$/, "")}`,
+        remove: () => converted.remove(),
+      });
+      path = converted.rawPath;
+      compression = "none";
+    } else {
+      ctx.steps.note(
+        "qemu-img is not installed here: the qcow2 image is converted in the rescue system (its RAM disk limits the size)",
+      );
+      remoteFormat = "qcow2";
+      ctx.steps.skip("convert", "in the rescue system");
+    }
+  }
+  if (!hashFirst || remoteFormat === "qcow2") {
+    ctx.steps.skip("hash", hashFirst ? "qcow2 converted remotely: hashed there" : "hashed while streaming");
+    return {
+      path,
+      compression,
+      remoteFormat,
+      ...(src.rawSize !== undefined && remoteFormat === "raw" ? { rawSize: src.rawSize } : {}),
+    };
+  }
+  const total =
+    compression === "none" ? (src.format === "qcow2" ? src.qcow2VirtualSize : src.fileSize) : src.fileSize;
+  const digest = await ctx.steps.run(
+    "hash",
+    () =>
+      digestFile(path, compression, src.path, {
+        signal: ctx.signal,
+        ...(opts.tools ? { tools: opts.tools } : {}),
+        onProgress: (n) => ctx.steps.data("hash", n, 0, total),
+      }),
+    (d) => `sha256 ${d.sha256.slice(0, 16)}... of ${d.rawSize} bytes`,
+  );
+  ctx.bytesHashed = digest.bytesRead;
+  return { path, compression, remoteFormat, sha256: digest.sha256, rawSize: digest.rawSize };
+}
+
+/** Upload one image as a snapshot; see the module comment for the steps. */
+export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
+  const sourceName = "path" in opts.image ? opts.image.path : opts.image.url;
+  const ctx = new RunContext(opts, sourceName);
+  const t0 = Date.now();
+  const userLabels = opts.labels ?? {};
+  let outcome: UploadResult | undefined;
+  let failure: unknown;
+  let early: LocalStream | undefined;
+  try {
+    // 1. inspect
+    checkUserLabels(userLabels);
+    if (opts.architecture !== undefined && opts.architecture !== "x86" && opts.architecture !== "arm") {
+      throw new UploadError(
+        "invalid_argument",
+        `Unknown architecture ${String(opts.architecture)}; use x86 or arm`,
+      );
+    }
+    const srcOpts = {
+      ...(opts.compression ? { compression: opts.compression } : {}),
+      ...(opts.format ? { format: opts.format } : {}),
+      ...(opts.tools ? { tools: opts.tools } : {}),
+      ...(opts.storeDir ? { storeDir: opts.storeDir } : {}),
+      signal: ctx.signal,
+    };
+    const input = opts.image;
+    const src = await ctx.steps.run<ImageSource>(
+      "inspect",
+      () => ("path" in input ? openFileSource(input.path, srcOpts) : openUrlSource(input.url, srcOpts)),
+      (s) =>
+        `${s.format}${s.compression !== "none" ? `, ${s.compression}-compressed` : ""}, ${s.kind === "file" ? `${s.fileSize} bytes` : s.contentLength !== undefined ? `${s.contentLength} bytes` : "size unknown"}`,
+    );
+    const storeId = src.kind === "file" && opts.useStoreIdentity !== false ? src.storeIdentity : undefined;
+    let hashFirst = src.kind === "file" && !opts.force && storeId === undefined;
+
+    const makePlan = (catalogue: Catalogue, imageBytes: number | undefined) =>
+      ctx.steps.run(
+        "plan",
+        async () =>
+          planServer({
+            ...(opts.architecture ? { architecture: opts.architecture } : {}),
+            ...(opts.serverType ? { serverType: opts.serverType } : {}),
+            ...(opts.location ? { location: opts.location } : {}),
+            ...(imageBytes !== undefined ? { imageBytes } : {}),
+            serverTypes: catalogue.serverTypes,
+            locations: catalogue.locations,
+          }),
+        (p) =>
+          `${p.architecture}; first choice ${p.candidates[0]?.serverType} in ${p.candidates[0]?.location}`,
+      );
+    const readCatalogue = () =>
+      ctx.steps.run(
+        "catalogue",
+        () => fetchCatalogue(ctx),
+        (c) => `${c.serverTypes.length} server types, ${c.locations.length} locations`,
+      );
+    const upfrontSize = src.rawSize;
+    let prepared: Prepared;
+    let plan: Plan;
+    /** True when no snapshot of this raw size exists: the content cannot be a duplicate. */
+    let sizeRuledOut = false;
+
+    if (src.kind === "file" && hashFirst && upfrontSize !== undefined) {
+      // 2a. The raw size is known (uncompressed raw, qcow2): plan first (two cheap API calls; an impossible plan
+      // stops here), then ask whether any snapshot of this size exists for the architecture. If none does, the
+      // content cannot be a duplicate: skip the separate hash pass and hash while streaming instead, so reading the
+      // image overlaps with creating and booting the server.
+      plan = await makePlan(await readCatalogue(), upfrontSize);
+      const architecture = plan.architecture;
+      const sameSize = await ctx.steps.run(
+        "lookup",
+        () => countBySize(ctx, architecture, upfrontSize),
+        (n) =>
+          n === 0
+            ? `no ${architecture} snapshot of ${upfrontSize} bytes: not a duplicate; hashing while streaming`
+            : `${n} ${architecture} snapshot(s) of ${upfrontSize} bytes: hashing first`,
+      );
+      if (sameSize === 0) {
+        hashFirst = false;
+        sizeRuledOut = true;
+      }
+      prepared = await prepareFile(ctx, src, opts, hashFirst);
+    } else {
+      // 2b. Local work (hashing compressed data) in parallel with reading the catalogue.
+      const planned = readCatalogue().then(async (catalogue) => ({
+        catalogue,
+        plan: upfrontSize !== undefined ? await makePlan(catalogue, upfrontSize) : undefined,
+      }));
+      const [prep, early0] = await Promise.all([
+        src.kind === "file"
+          ? prepareFile(ctx, src, opts, hashFirst)
+          : Promise.resolve<Prepared>({
+              compression: src.compression,
+              remoteFormat: src.format,
+              ...(src.rawSize !== undefined ? { rawSize: src.rawSize } : {}),
+            }),
+        planned.catch((err: unknown) => {
+          ctx.inner.abort(err);
+          throw err;
+        }),
+      ]).catch((err: unknown) => {
+        ctx.inner.abort(err);
+        throw err;
+      });
+      prepared = prep;
+      const rawSize = prep.rawSize ?? src.rawSize ?? (src.kind === "file" ? src.fileSize : src.contentLength);
+      plan = early0.plan ?? (await makePlan(early0.catalogue, rawSize));
+    }
+    const architecture = plan.architecture;
+
+    // 3. lookup
+    const preIdentity: ContentIdentity = {
+      ...(prepared.sha256 ? { sha256: prepared.sha256 } : {}),
+      ...(storeId ? { store: storeId } : {}),
+    };
+    if (sizeRuledOut) {
+      // Done above.
+    } else if (!opts.force && identitySelector(preIdentity)) {
+      const existing = await ctx.steps.run(
+        "lookup",
+        () => findExisting(ctx, architecture, preIdentity),
+        (i) => (i ? `found snapshot ${i.id}` : "no snapshot with this content yet"),
+      );
+      if (existing) {
+        outcome = reusedResult(ctx, existing, src, prepared, t0);
+        return outcome;
+      }
+    } else {
+      ctx.steps.skip("lookup", opts.force ? "--force" : "content hash known only after writing");
+    }
+
+    // Start reading and compressing now, so it overlaps with the server's creation and boot.
+    const codec: CodecSpec = opts.codec ?? { codec: defaultCodec(opts.tools) };
+    const writePlan: WritePlan = {
+      ...(prepared.path !== undefined ? { path: prepared.path } : {}),
+      ...(src.kind === "url" ? { url: src.url } : {}),
+      ...(src.kind === "url" && src.contentLength !== undefined ? { downloadBytes: src.contentLength } : {}),
+      compression: prepared.compression,
+      remoteFormat: prepared.remoteFormat,
+      codec,
+      ...(prepared.sha256 ? { payloadSha256: prepared.sha256 } : {}),
+      ...(src.format === "qcow2" ? { virtualSize: src.qcow2VirtualSize } : {}),
+    };
+    if (prepared.remoteFormat === "raw" && prepared.rawSize !== undefined)
+      writePlan.expectedBytes = prepared.rawSize;
+    if (prepared.remoteFormat === "qcow2") {
+      const qsize = src.kind === "file" ? src.fileSize : src.contentLength;
+      if (qsize !== undefined) writePlan.expectedBytes = qsize;
+    }
+    if (
+      src.kind === "url" &&
+      src.compression === "none" &&
+      src.contentLength !== undefined &&
+      src.format === "raw"
+    ) {
+      writePlan.expectedBytes = src.contentLength;
+    }
+    if (writePlan.path !== undefined) {
+      early = startLocalStream({
+        path: writePlan.path,
+        fileCompression: writePlan.compression,
+        codec,
+        hash: writePlan.payloadSha256 === undefined,
+        readAheadBytes: opts.readAheadBytes ?? 64 * 1024 * 1024,
+        ...(opts.tools ? { tools: opts.tools } : {}),
+      });
+    }
+
+    // 5-8. key, server, rescue, power on
+    const key = await createTemporaryKey(ctx, "upload");
+    const { server, candidate } = await createTemporaryServer(ctx, plan, key.id);
+    const booted = await bootRescue(ctx, server.id, key.id);
+
+    // 9-12. connect, discard, write, verify
+    const firstStream = early;
+    early = undefined;
+    const written = await writeAndVerify(ctx, booted, key.pair, writePlan, firstStream);
+
+    const identity: ContentIdentity = {
+      sha256: written.sha256,
+      rawSize: written.rawSize,
+      ...(storeId ? { store: storeId } : {}),
+    };
+    // The hash is known only now (URL, qcow2 converted remotely, a store path seen for the first time): look for a
+    // snapshot with the same content again before creating one.
+    if (!opts.force && !prepared.sha256 && !sizeRuledOut) {
+      const existing = await ctx.steps.run(
+        "lookup",
+        () => findExisting(ctx, architecture, identity),
+        (i) => (i ? `found snapshot ${i.id}; not creating another` : "no snapshot with this content yet"),
+      );
+      if (existing) {
+        outcome = reusedResult(
+          ctx,
+          existing,
+          src,
+          { ...prepared, sha256: written.sha256, rawSize: written.rawSize },
+          t0,
+          written.transfer,
+        );
+        return outcome;
+      }
+    }
+
+    // 13. shutdown
+    await shutdownAndWait(ctx, server.id);
+
+    // 14. snapshot
+    const labels: Labels = { ...userLabels, ...contentLabels(identity) };
+    const description =
+      opts.description ?? `hetznix ${describeImage(src)} sha256:${written.sha256.slice(0, 12)}`;
+    const image = await ctx.steps.run(
+      "snapshot",
+      async () => {
+        const created = await ctx.client.servers.createImage(
+          server.id,
+          { type: "snapshot", description, labels },
+          { signal: ctx.signal },
+        );
+        const unregister = ctx.registry.add(
+          imageResource(ctx.client, created.image.id, `snapshot ${created.image.id}`),
+        );
+        await ctx.wait([created.action], ctx.waits.snapshotTimeoutMs);
+        unregister();
+        return ctx.client.images.getById(created.image.id, { signal: ctx.signal });
+      },
+      (i) => `image ${i.id}`,
+    );
+    outcome = {
+      imageId: image.id,
+      reused: false,
+      description: image.description,
+      architecture,
+      labels: image.labels,
+      sha256: written.sha256,
+      rawSize: written.rawSize,
+      source: sourceName,
+      sourceCompression: src.compression,
+      sourceFormat: src.format,
+      transfer: written.transfer,
+      bytesRead: ctx.bytesRead,
+      bytesSent: ctx.bytesSent,
+      bytesHashed: ctx.bytesHashed,
+      serverType: candidate.serverType,
+      location: candidate.location,
+      runId: ctx.runId,
+      steps: ctx.steps.timings,
+      durationMs: 0,
+      leftovers: [],
+    };
+    return outcome;
+  } catch (err) {
+    failure = opts.signal?.aborted ? abortError(opts.signal, "upload") : err;
+    throw failure;
+  } finally {
+    early?.destroy();
+    if (!ctx.inner.signal.aborted) ctx.inner.abort(new Error("run finished"));
+    const report = await ctx.cleanup();
+    if (outcome) {
+      outcome.leftovers = report.leftovers;
+      outcome.durationMs = Date.now() - t0;
+      outcome.steps = ctx.steps.timings;
+    } else if (report.leftovers.length > 0) {
+      // eslint-disable-next-line no-unsafe-finally
+      throw new CleanupIncompleteError(failure, report.leftovers);
+    }
+  }
+}
+
+function reusedResult(
+  ctx: RunContext,
+  existing: Image,
+  src: ImageSource,
+  prepared: Prepared,
+  t0: number,
+  transfer?: string,
+): UploadResult {
+  return {
+    imageId: existing.id,
+    reused: true,
+    description: existing.description,
+    architecture: existing.architecture,
+    labels: existing.labels,
+    ...(prepared.sha256 ? { sha256: prepared.sha256 } : {}),
+    ...(prepared.rawSize !== undefined ? { rawSize: prepared.rawSize } : {}),
+    source: src.kind === "file" ? src.path : src.url,
+    sourceCompression: src.compression,
+    sourceFormat: src.format,
+    ...(transfer ? { transfer } : {}),
+    bytesRead: ctx.bytesRead,
+    bytesSent: ctx.bytesSent,
+    bytesHashed: ctx.bytesHashed,
+    runId: ctx.runId,
+    steps: ctx.steps.timings,
+    durationMs: Date.now() - t0,
+    leftovers: [],
+  };
+}
+
+/** Upload several images in parallel (each with its own run, key and server). Settles every upload. */
+export async function uploadImages(list: UploadOptions[]): Promise<PromiseSettledResult<UploadResult>[]> {
+  return Promise.allSettled(list.map((o) => uploadImage(o)));
+}

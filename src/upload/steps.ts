@@ -1,0 +1,605 @@
+/**
+ * The steps shared by upload and write-to-disk, each a small function reporting through the run's StepRunner and
+ * registering every temporary resource the moment it exists: the run context, the catalogue, the temporary key and
+ * server, booting the rescue system, the data phase (connect, discard, write, verify; retried on a dropped SSH
+ * connection) and shutting down.
+ */
+import { stat } from "node:fs/promises";
+import type { HCloudClient } from "../hcloud/client.js";
+import { isHCloudError } from "../hcloud/errors.js";
+import type { Architecture, Labels, Location, Server, ServerType } from "../hcloud/schema.js";
+import { connect, generateKeyPair, type SshConnection, type SshKeyPair } from "../ssh/index.js";
+import type { CodecSpec } from "./compress.js";
+import { UploadError, abortError, throwIfAborted } from "./errors.js";
+import type { EventSink, StepRunner } from "./events.js";
+import { StepRunner as Runner } from "./events.js";
+import { newRunId, temporaryLabels, temporaryName } from "./identity.js";
+import type { Candidate, Plan } from "./plan.js";
+import { ConnectionLostError, runScript } from "./remote.js";
+import {
+  EXIT_NO_ROOM,
+  EXIT_SIZE_MISMATCH,
+  discardCommand,
+  downloadProgressScript,
+  verifyScript,
+  writeScript,
+  type WriteInput,
+} from "./rescue.js";
+import {
+  ResourceRegistry,
+  registerStragglers,
+  serverResource,
+  sshKeyResource,
+  type CleanupReport,
+} from "./resources.js";
+import type { Compression, ImageFormat } from "./source.js";
+import { startLocalStream, type LocalStream } from "./stream.js";
+import type { LocalTools } from "./tools.js";
+
+export type ImageInput = { path: string } | { url: string };
+
+export interface WaitSettings {
+  /** Per action (create, rescue, power on, delete) (default 10 min). */
+  actionTimeoutMs?: number;
+  /** For the snapshot action (default 60 min). */
+  snapshotTimeoutMs?: number;
+  /** Waiting for the server to be off after the ACPI shutdown, before cutting power (default 30 s; the disk is
+   * synced and verified by then, so cutting power loses nothing). */
+  shutdownTimeoutMs?: number;
+  /** Delay between status polls (default 1000 ms). */
+  pollIntervalMs?: number;
+}
+
+export interface SshSettings {
+  /** Port of the rescue system's sshd (default 22). */
+  port?: number;
+  /** Connection attempts (default 100) and total time (default 180 s). */
+  maxAttempts?: number;
+  maxTotalMs?: number;
+}
+
+/** Options shared by upload and write-to-disk. */
+export interface CommonOptions {
+  client: HCloudClient;
+  /** Override detection (must agree with the magic bytes). */
+  compression?: Compression | "auto";
+  format?: ImageFormat | "auto";
+  /** Wire codec for images that are not compressed already (default zstd when installed, else gzip). */
+  codec?: CodecSpec;
+  tools?: LocalTools;
+  /** Directory for a qcow2 converted to raw on this machine (default os.tmpdir()). */
+  tmpDir?: string;
+  /** Compressed bytes kept ready while the server boots (default 64 MiB). */
+  readAheadBytes?: number;
+  /** Aborts the operation (cleanup still runs). */
+  signal?: AbortSignal;
+  /** Aborts cleanup (e.g. a second Ctrl-C); what is left is reported. */
+  cleanupSignal?: AbortSignal;
+  onEvent?: EventSink;
+  waits?: WaitSettings;
+  ssh?: SshSettings;
+  /** Attempts of the data phase when the SSH connection drops (default 2: one retry from the start). */
+  writeAttempts?: number;
+  /** A name for events (default: the path or URL). */
+  name?: string;
+  /** Run id (default: random). */
+  runId?: string;
+}
+
+const DEFAULT_WAITS: Required<WaitSettings> = {
+  actionTimeoutMs: 600_000,
+  snapshotTimeoutMs: 3_600_000,
+  shutdownTimeoutMs: 30_000,
+  pollIntervalMs: 1000,
+};
+
+/** System images preferred as the (never booted) base of the temporary server. */
+const BASE_IMAGE_PREFERENCE = ["debian-12", "ubuntu-24.04", "debian-13", "ubuntu-22.04"];
+
+export interface Catalogue {
+  serverTypes: ServerType[];
+  locations: Location[];
+}
+
+/** State of one run: the client, steps, registry, signals. */
+export class RunContext {
+  readonly runId: string;
+  readonly startedMs = Date.now();
+  readonly registry = new ResourceRegistry();
+  readonly steps: StepRunner;
+  readonly waits: Required<WaitSettings>;
+  /** Aborted when the caller aborts or the run ends, to stop work still running in parallel. */
+  readonly inner = new AbortController();
+  readonly known = { servers: new Set<number>(), sshKeys: new Set<number>() };
+  createdSomething = false;
+  bytesRead = 0;
+  bytesSent = 0;
+  bytesHashed = 0;
+
+  constructor(
+    readonly opts: CommonOptions,
+    readonly image: string,
+  ) {
+    this.runId = opts.runId ?? newRunId();
+    this.steps = new Runner(opts.name ?? image, opts.onEvent);
+    this.waits = { ...DEFAULT_WAITS, ...opts.waits };
+    const outer = opts.signal;
+    if (outer) {
+      if (outer.aborted) this.inner.abort(outer.reason);
+      else outer.addEventListener("abort", () => this.inner.abort(outer.reason), { once: true });
+    }
+  }
+
+  get client(): HCloudClient {
+    return this.opts.client;
+  }
+
+  get signal(): AbortSignal {
+    return this.inner.signal;
+  }
+
+  get labels(): Labels {
+    return temporaryLabels(this.runId, this.startedMs);
+  }
+
+  /** Wait for actions with the run's signal and timeout. */
+  async wait(actions: Parameters<HCloudClient["waitForActions"]>[0], timeoutMs = this.waits.actionTimeoutMs) {
+    return this.client.waitForActions(actions, { signal: this.signal, timeoutMs });
+  }
+
+  /** Run cleanup with its own signal; returns the report (never throws). */
+  async cleanup(): Promise<CleanupReport> {
+    const signal = this.opts.cleanupSignal ?? new AbortController().signal;
+    const run = async () => {
+      if (this.createdSomething && !signal.aborted) {
+        try {
+          await registerStragglers(this.client, this.registry, this.runId, this.known, signal);
+        } catch {
+          // The registry still holds what we know of.
+        }
+      }
+      return this.registry.cleanup(signal);
+    };
+    if (this.registry.size === 0 && !this.createdSomething) return { removed: [], leftovers: [] };
+    return this.steps.run("cleanup", run, (r) =>
+      r.removed.length === 0 && r.leftovers.length === 0
+        ? undefined
+        : `removed ${r.removed.map((x) => `${x.kind} ${x.name}`).join(", ") || "nothing"}${r.leftovers.length ? `; left ${r.leftovers.length}` : ""}`,
+    );
+  }
+}
+
+// ---- Steps shared with write-to-disk ----
+
+export async function fetchCatalogue(ctx: RunContext): Promise<Catalogue> {
+  const [serverTypes, locations] = await Promise.all([
+    ctx.client.serverTypes.all({ signal: ctx.signal }),
+    ctx.client.locations.all({ signal: ctx.signal }),
+  ]);
+  return { serverTypes, locations };
+}
+
+/** An OpenSSH ed25519 public key line whose key blob is well formed (type string + 32-byte key). */
+export async function createTemporaryKey(
+  ctx: RunContext,
+  kind: "upload" | "write",
+): Promise<{ pair: SshKeyPair; id: number }> {
+  return ctx.steps.run(
+    "ssh-key",
+    async () => {
+      const pair = generateKeyPair(`hetznix-${ctx.runId}`);
+      const name = temporaryName(ctx.runId, kind);
+      ctx.createdSomething = true;
+      const key = await ctx.client.sshKeys.create(
+        { name, publicKey: pair.publicKey, labels: ctx.labels },
+        { signal: ctx.signal },
+      );
+      ctx.known.sshKeys.add(key.id);
+      ctx.registry.add(sshKeyResource(ctx.client, key.id, key.name));
+      return { pair, id: key.id };
+    },
+    (r) => `key ${r.id}`,
+  );
+}
+
+async function pickBaseImage(ctx: RunContext, architecture: Architecture): Promise<string | number> {
+  const images = await ctx.client.images.all({ type: "system", architecture, signal: ctx.signal });
+  for (const name of BASE_IMAGE_PREFERENCE) {
+    const found = images.find((i) => i.name === name && !i.deprecated);
+    if (found) return found.id;
+  }
+  const any = images.find((i) => !i.deprecated) ?? images[0];
+  if (!any)
+    throw new UploadError(
+      "no_capacity",
+      `No ${architecture} system image to create the temporary server from`,
+    );
+  return any.id;
+}
+
+/** Create the temporary server, trying the planned pairs in order on 412 resource_unavailable. */
+export async function createTemporaryServer(
+  ctx: RunContext,
+  plan: Plan,
+  keyId: number,
+): Promise<{ server: Server; candidate: Candidate }> {
+  return ctx.steps.run(
+    "server",
+    async () => {
+      const baseImage = await pickBaseImage(ctx, plan.architecture);
+      const tried: string[] = [];
+      for (const candidate of plan.candidates) {
+        throwIfAborted(ctx.signal, "upload");
+        const name = temporaryName(ctx.runId, "upload");
+        let created;
+        try {
+          ctx.createdSomething = true;
+          created = await ctx.client.servers.create(
+            {
+              name,
+              server_type: candidate.serverType,
+              image: baseImage,
+              location: candidate.location,
+              ssh_keys: [keyId],
+              start_after_create: false,
+              labels: ctx.labels,
+              public_net: { enable_ipv4: true, enable_ipv6: false },
+            },
+            { signal: ctx.signal },
+          );
+        } catch (err) {
+          if (isHCloudError(err, "resource_unavailable")) {
+            tried.push(`${candidate.serverType} in ${candidate.location}`);
+            ctx.steps.note(
+              `${candidate.serverType} in ${candidate.location} is out of capacity; trying the next`,
+            );
+            continue;
+          }
+          throw err;
+        }
+        ctx.known.servers.add(created.server.id);
+        ctx.registry.add(serverResource(ctx.client, created.server.id, created.server.name));
+        const actions = [...(created.action ? [created.action] : []), ...created.nextActions];
+        if (actions.length > 0) await ctx.wait(actions);
+        return { server: created.server, candidate };
+      }
+      throw new UploadError(
+        "no_capacity",
+        `No capacity for a temporary ${plan.architecture} server; tried ${tried.join(", ")}`,
+      );
+    },
+    (r) => `${r.candidate.serverType} in ${r.candidate.location} (server ${r.server.id})`,
+  );
+}
+
+export async function bootRescue(ctx: RunContext, serverId: number, keyId: number, alreadyRunning = false) {
+  await ctx.steps.run("rescue", async () => {
+    const r = await ctx.client.servers.enableRescue(
+      serverId,
+      { type: "linux64", ssh_keys: [keyId] },
+      { signal: ctx.signal },
+    );
+    await ctx.wait([r.action]);
+  });
+  return ctx.steps.run(
+    "poweron",
+    async () => {
+      const action = alreadyRunning
+        ? await ctx.client.servers.reset(serverId, { signal: ctx.signal })
+        : await ctx.client.servers.poweron(serverId, { signal: ctx.signal });
+      await ctx.wait([action]);
+      return ctx.client.servers.getById(serverId, { signal: ctx.signal });
+    },
+    alreadyRunning ? "reset into rescue" : undefined,
+  );
+}
+
+export async function connectRescue(
+  ctx: RunContext,
+  server: Server,
+  pair: SshKeyPair,
+): Promise<SshConnection> {
+  const host = server.public_net.ipv4?.ip;
+  if (!host)
+    throw new UploadError(
+      "invalid_argument",
+      `Server ${server.id} has no public IPv4 address to reach its rescue system`,
+    );
+  const ssh = ctx.opts.ssh ?? {};
+  return ctx.steps.run(
+    "connect",
+    () =>
+      connect({
+        host,
+        port: ssh.port ?? 22,
+        username: "root",
+        privateKey: pair.privateKey,
+        maxAttempts: ssh.maxAttempts ?? 100,
+        maxTotalMs: ssh.maxTotalMs ?? 180_000,
+        signal: ctx.signal,
+        onAttempt: (a) => {
+          if (a.attempt % 10 === 0) {
+            ctx.steps.note(
+              `SSH to ${host} not ready after ${a.attempt - 1} attempts (${Math.round(a.elapsedMs / 1000)} s): ${a.lastError?.message ?? "no answer"}`,
+            );
+          }
+        },
+      }).catch((err: unknown) => {
+        if (ctx.signal.aborted) throw abortError(ctx.signal, "upload");
+        throw err;
+      }),
+    (c) => `${host} after ${c.attempts} attempt(s)`,
+  );
+}
+
+/** What the data phase sends and how the rescue system handles it. */
+export interface WritePlan {
+  /** Local file to stream (raw, converted raw, compressed file, or qcow2 for conversion in the rescue system). */
+  path?: string;
+  url?: string;
+  /** Compression of the file as stored / of the URL's bytes. */
+  compression: Compression;
+  /** raw: written directly; qcow2: converted in the rescue system. */
+  remoteFormat: ImageFormat;
+  /** Exact payload size when known (raw: raw size; qcow2: file size), checked on the server. */
+  expectedBytes?: number;
+  virtualSize?: number;
+  /** A URL's Content-Length (for download progress). */
+  downloadBytes?: number;
+  /** The payload's sha256 when known before sending (from the local hash pass). */
+  payloadSha256?: string;
+  codec: CodecSpec;
+}
+
+export interface WriteOutcome {
+  /** sha256 and size of the raw image now on the disk (verified). */
+  sha256: string;
+  rawSize: number;
+  transfer: string;
+}
+
+/**
+ * Connect, discard, write and verify. Retried from the start (new connection) when the SSH connection drops, up to
+ * `writeAttempts` times. `firstStream` is a local stream started early (read-ahead) for the first attempt.
+ */
+export async function writeAndVerify(
+  ctx: RunContext,
+  server: Server,
+  pair: SshKeyPair,
+  wp: WritePlan,
+  firstStream: LocalStream | undefined,
+): Promise<WriteOutcome> {
+  const attempts = Math.max(1, ctx.opts.writeAttempts ?? 2);
+  let early = firstStream;
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    const conn = await connectRescue(ctx, server, pair);
+    try {
+      await ctx.steps.run("discard", () =>
+        runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
+      );
+      const written = await writeOnce(ctx, conn, wp, early);
+      early = undefined;
+      await ctx.steps.run(
+        "verify",
+        async () => {
+          const r = await runScript(conn, verifyScript(written.rawSize), "verifying the disk", {
+            signal: ctx.signal,
+          });
+          if (r["disk-sha256"] !== written.sha256) {
+            throw new UploadError(
+              "verification_failed",
+              `The disk's first ${written.rawSize} bytes hash to ${r["disk-sha256"] ?? "(nothing)"}, the image to ${written.sha256}`,
+            );
+          }
+        },
+        `sha256 ${written.sha256.slice(0, 16)}... matches`,
+      );
+      return written;
+    } catch (err) {
+      early?.destroy();
+      early = undefined;
+      if (err instanceof ConnectionLostError && attempt < attempts && !ctx.signal.aborted) {
+        ctx.steps.note(
+          `${err.message}; starting the data phase again on a new connection (attempt ${attempt + 1} of ${attempts})`,
+        );
+        continue;
+      }
+      if (err instanceof ConnectionLostError) {
+        throw new UploadError("remote_command_failed", `${err.message} (after ${attempts} attempt(s))`, {
+          cause: err,
+        });
+      }
+      throw err;
+    } finally {
+      await conn.close().catch(() => undefined);
+    }
+  }
+  throw new UploadError("remote_command_failed", "the data phase did not complete");
+}
+
+async function writeOnce(
+  ctx: RunContext,
+  conn: SshConnection,
+  wp: WritePlan,
+  early: LocalStream | undefined,
+): Promise<WriteOutcome> {
+  return ctx.steps.run(
+    "write",
+    async () => {
+      if (wp.url !== undefined) return writeFromUrl(ctx, conn, wp);
+      if (wp.path === undefined) throw new Error("write plan without path or url");
+      const stream =
+        early ??
+        startLocalStream({
+          path: wp.path,
+          fileCompression: wp.compression,
+          codec: wp.codec,
+          hash: wp.payloadSha256 === undefined,
+          readAheadBytes: ctx.opts.readAheadBytes ?? 64 * 1024 * 1024,
+          ...(ctx.opts.tools ? { tools: ctx.opts.tools } : {}),
+        });
+      const input: WriteInput = { kind: "stdin" };
+      const script = writeScript({
+        input,
+        compression: stream.wireCompression,
+        format: wp.remoteFormat,
+        ...(wp.expectedBytes !== undefined ? { expectedBytes: wp.expectedBytes } : {}),
+        ...(wp.virtualSize !== undefined ? { virtualSize: wp.virtualSize } : {}),
+      });
+      const baseRead = ctx.bytesRead;
+      const baseSent = ctx.bytesSent;
+      let lastEmit = 0;
+      // Progress counts bytes read from the local file.
+      const total = (await stat(wp.path)).size;
+      const emit = (force = false) => {
+        const now = Date.now();
+        if (!force && now - lastEmit < 200) return;
+        lastEmit = now;
+        ctx.steps.data("write", ctx.bytesRead, ctx.bytesSent, total);
+      };
+      let result: Record<string, string>;
+      try {
+        result = await runScript(conn, script, "writing the image", {
+          stdin: stream.output,
+          exitCodes: { [EXIT_NO_ROOM]: "rescue_space", [EXIT_SIZE_MISMATCH]: "corrupt_source" },
+          signal: ctx.signal,
+          onProgress: (p) => {
+            ctx.bytesSent = baseSent + p.stdinBytes;
+            ctx.bytesRead = baseRead + stream.bytesRead();
+            emit();
+          },
+        });
+      } catch (err) {
+        stream.destroy();
+        // A local failure (corrupt data, compressor) explains a remote failure better than the remote tail.
+        const local = await stream.finish().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        if (local instanceof UploadError && !(err instanceof ConnectionLostError)) throw local;
+        throw err;
+      }
+      const local = await stream.finish();
+      ctx.bytesRead = baseRead + stream.bytesRead();
+      emit(true);
+      const expected = wp.payloadSha256 ?? local.sha256;
+      const streamSha = result["stream-sha256"];
+      const streamBytes = Number(result["stream-bytes"]);
+      if (!expected || streamSha !== expected) {
+        throw new UploadError(
+          "verification_failed",
+          `The rescue system received data hashing to ${streamSha ?? "(nothing)"}, but the image hashes to ${expected ?? "(unknown)"}`,
+        );
+      }
+      if (wp.remoteFormat === "qcow2") {
+        const raw = result["raw-sha256"];
+        const rawBytes = Number(result["raw-bytes"]);
+        if (!raw || !/^[0-9a-f]{64}$/.test(raw))
+          throw new UploadError("verification_failed", "no raw hash after conversion");
+        return {
+          sha256: raw,
+          rawSize: rawBytes,
+          transfer: `${stream.description}, converted in the rescue system`,
+        };
+      }
+      return { sha256: streamSha, rawSize: streamBytes, transfer: stream.description };
+    },
+    (r) => `${r.rawSize} bytes, ${r.transfer}`,
+  );
+}
+
+async function writeFromUrl(ctx: RunContext, conn: SshConnection, wp: WritePlan): Promise<WriteOutcome> {
+  const script = writeScript({
+    input: { kind: "url", url: wp.url as string },
+    compression: wp.compression,
+    format: wp.remoteFormat,
+    ...(wp.expectedBytes !== undefined ? { expectedBytes: wp.expectedBytes } : {}),
+    ...(wp.virtualSize !== undefined ? { virtualSize: wp.virtualSize } : {}),
+  });
+  // Progress: the rescue system downloads, so poll what its curl has read (/proc/PID/io) on a second channel.
+  const stopPolling = new AbortController();
+  const pollSignal = AbortSignal.any([stopPolling.signal, ctx.signal]);
+  const polling = (async () => {
+    for (let i = 0; i < 1_000_000 && !pollSignal.aborted; i++) {
+      await pause(PROGRESS_POLL_MS, pollSignal);
+      if (pollSignal.aborted) break;
+      try {
+        const r = await runScript(conn, downloadProgressScript(), "reading download progress", {
+          signal: pollSignal,
+        });
+        const n = Number(r["rchar"]);
+        if (Number.isFinite(n) && n > 0) ctx.steps.data("write", n, 0, wp.downloadBytes);
+      } catch {
+        // Progress is best effort.
+      }
+    }
+  })();
+  let result: Record<string, string>;
+  try {
+    result = await runScript(conn, script, "downloading and writing the image", {
+      signal: ctx.signal,
+      exitCodes: { [EXIT_NO_ROOM]: "rescue_space" },
+    });
+  } finally {
+    stopPolling.abort();
+    await polling;
+  }
+  const streamSha = result["stream-sha256"];
+  const streamBytes = Number(result["stream-bytes"]);
+  if (!streamSha || !/^[0-9a-f]{64}$/.test(streamSha) || !Number.isFinite(streamBytes) || streamBytes <= 0) {
+    throw new UploadError("verification_failed", "The rescue system did not report what it downloaded");
+  }
+  if (wp.remoteFormat === "qcow2") {
+    const raw = result["raw-sha256"];
+    if (!raw || !/^[0-9a-f]{64}$/.test(raw))
+      throw new UploadError("verification_failed", "no raw hash after conversion");
+    return {
+      sha256: raw,
+      rawSize: Number(result["raw-bytes"]),
+      transfer: "downloaded by the rescue system, converted there",
+    };
+  }
+  return { sha256: streamSha, rawSize: streamBytes, transfer: "downloaded by the rescue system" };
+}
+
+/** How often the download progress of the rescue system is read. */
+const PROGRESS_POLL_MS = 1000;
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+export async function shutdownAndWait(ctx: RunContext, serverId: number): Promise<void> {
+  await ctx.steps.run("shutdown", async () => {
+    const action = await ctx.client.servers.shutdown(serverId, { signal: ctx.signal });
+    await ctx.wait([action]);
+    try {
+      await ctx.client.servers.waitForStatus(serverId, "off", {
+        signal: ctx.signal,
+        timeoutMs: ctx.waits.shutdownTimeoutMs,
+        intervalMs: ctx.waits.pollIntervalMs,
+      });
+      return;
+    } catch (err) {
+      if (ctx.signal.aborted) throw abortError(ctx.signal, "upload");
+      ctx.steps.note(
+        `server ${serverId} did not power off within ${ctx.waits.shutdownTimeoutMs} ms; cutting power (${(err as Error).message})`,
+      );
+    }
+    const off = await ctx.client.servers.poweroff(serverId, { signal: ctx.signal });
+    await ctx.wait([off]);
+    await ctx.client.servers.waitForStatus(serverId, "off", {
+      signal: ctx.signal,
+      timeoutMs: ctx.waits.shutdownTimeoutMs,
+      intervalMs: ctx.waits.pollIntervalMs,
+    });
+  });
+}

@@ -1,0 +1,272 @@
+/**
+ * API faults (429 and 503 bursts, a location out of capacity), an SSH connection dropped mid-stream, and aborts
+ * (Ctrl-C): each ends in a good snapshot or a clean failure, and nothing is left.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, afterEach, before, describe, it } from "node:test";
+import {
+  CleanupIncompleteError,
+  cleanupTemporary,
+  isUploadError,
+  uploadImage,
+  type UploadEvent,
+} from "../src/upload/index.js";
+import {
+  MiB,
+  addFault,
+  assertNoTemporaryResources,
+  clearFaults,
+  makeRawImage,
+  sha256,
+  snapshotContentSha,
+  snapshotIds,
+  startUploadEnv,
+  type UploadTestEnv,
+} from "./support/upload.js";
+
+const waits = { pollIntervalMs: 30, actionTimeoutMs: 60_000, shutdownTimeoutMs: 30_000 };
+
+describe("upload: faults", { timeout: 600_000 }, () => {
+  let env: UploadTestEnv;
+  let n = 0;
+
+  /** A fresh image (distinct content each time, so nothing is deduplicated). */
+  async function image(totalMiB = 6, randomMiB = 2): Promise<{ path: string; sha: string; size: number }> {
+    const path = join(env.dir, `img-${++n}.raw`);
+    const buf = await makeRawImage(path, totalMiB, randomMiB);
+    return { path, sha: sha256(buf), size: buf.length };
+  }
+
+  before(async () => {
+    env = await startUploadEnv("127.81.4.");
+  });
+
+  afterEach(async () => {
+    await clearFaults(env);
+  });
+
+  after(async () => {
+    await env?.close();
+  });
+
+  it("429 bursts on creating the key and the server, and on polling actions: still a good snapshot", async () => {
+    const img = await image();
+    await addFault(env, {
+      kind: "http",
+      method: "POST",
+      path: "/ssh_keys",
+      code: "rate_limit_exceeded",
+      count: 2,
+    });
+    await addFault(env, {
+      kind: "http",
+      method: "POST",
+      path: "/servers",
+      code: "rate_limit_exceeded",
+      count: 3,
+    });
+    await addFault(env, {
+      kind: "http",
+      method: "GET",
+      path: "/actions",
+      code: "rate_limit_exceeded",
+      count: 3,
+    });
+    const r = await uploadImage({
+      client: env.client,
+      image: { path: img.path },
+      architecture: "x86",
+      waits,
+    });
+    assert.equal(r.sha256, img.sha);
+    assert.equal(await snapshotContentSha(env, r.imageId, img.size), img.sha);
+    await assertNoTemporaryResources(env);
+  });
+
+  it("503 bursts on power on, create_image and deleting the server: still a good snapshot and a clean end", async () => {
+    const img = await image();
+    await addFault(env, {
+      kind: "http",
+      method: "POST",
+      path: "/servers/*/actions/poweron",
+      code: "unavailable",
+      count: 2,
+    });
+    await addFault(env, {
+      kind: "http",
+      method: "POST",
+      path: "/servers/*/actions/create_image",
+      code: "unavailable",
+      count: 2,
+    });
+    await addFault(env, {
+      kind: "http",
+      method: "DELETE",
+      path: "/servers/*",
+      code: "unavailable",
+      count: 2,
+    });
+    const r = await uploadImage({
+      client: env.client,
+      image: { path: img.path },
+      architecture: "x86",
+      waits,
+    });
+    assert.equal(r.sha256, img.sha);
+    assert.equal(await snapshotContentSha(env, r.imageId, img.size), img.sha);
+    assert.deepEqual(r.leftovers, []);
+    await assertNoTemporaryResources(env);
+  });
+
+  it("the cheapest type's first location is out of capacity: the next location is used", async () => {
+    const img = await image();
+    await addFault(env, { kind: "capacity", location: "fsn1", serverType: "cx23" });
+    const notes: string[] = [];
+    const r = await uploadImage({
+      client: env.client,
+      image: { path: img.path },
+      architecture: "x86",
+      waits,
+      onEvent: (e) => {
+        if (e.kind === "note") notes.push(e.message);
+      },
+    });
+    assert.equal(r.serverType, "cx23");
+    assert.notEqual(r.location, "fsn1");
+    assert.ok(
+      notes.some((m) => /cx23 in fsn1 is out of capacity/.test(m)),
+      notes.join("\n"),
+    );
+    assert.equal(await snapshotContentSha(env, r.imageId, img.size), img.sha);
+    await assertNoTemporaryResources(env);
+  });
+
+  it("an SSH connection dropped mid-stream once: the data phase starts again and the snapshot is good", async () => {
+    const img = await image(8, 4);
+    await addFault(env, { kind: "ssh_drop", afterBytes: 1 * MiB });
+    const notes: string[] = [];
+    const onEvent = (e: UploadEvent) => {
+      if (e.kind === "note" && /connection lost/.test(e.message)) {
+        notes.push(e.message);
+        // The drop happened once; let the next connection through (synchronously, before it is made).
+        for (const s of env.te.emulator.state.serverList()) {
+          const host = env.te.emulator.state.rescueHost(s.id);
+          if (host) host.dropAfterBytes = undefined;
+        }
+        void clearFaults(env);
+      }
+    };
+    const r = await uploadImage({
+      client: env.client,
+      image: { path: img.path },
+      architecture: "x86",
+      waits,
+      onEvent,
+    });
+    assert.equal(notes.length, 1, "one drop, one retry");
+    assert.equal(r.sha256, img.sha);
+    assert.ok(r.bytesSent > 4 * MiB, "the data was sent again after the drop");
+    assert.equal(r.steps.filter((s) => s.step === "connect").length, 2);
+    assert.equal(await snapshotContentSha(env, r.imageId, img.size), img.sha);
+    await assertNoTemporaryResources(env);
+  });
+
+  it("an SSH connection that keeps dropping: a clean failure, nothing snapshotted", async () => {
+    const img = await image(8, 4);
+    const before = await snapshotIds(env);
+    await addFault(env, { kind: "ssh_drop", afterBytes: 1 * MiB });
+    await assert.rejects(
+      uploadImage({ client: env.client, image: { path: img.path }, architecture: "x86", waits }),
+      (err: unknown) => {
+        assert.ok(isUploadError(err, "remote_command_failed"), String(err));
+        assert.match(
+          (err as Error).message,
+          /SSH connection lost during writing the image \(after 2 attempt/,
+        );
+        return true;
+      },
+    );
+    assert.deepEqual(await snapshotIds(env), before);
+    await assertNoTemporaryResources(env);
+  });
+
+  it("aborted while the server boots (Ctrl-C): an 'aborted' error and everything removed", async () => {
+    const img = await image();
+    const before = await snapshotIds(env);
+    const controller = new AbortController();
+    const onEvent = (e: UploadEvent) => {
+      if (e.kind === "step" && e.step === "poweron" && e.status === "start")
+        controller.abort(new Error("Ctrl-C"));
+    };
+    await assert.rejects(
+      uploadImage({
+        client: env.client,
+        image: { path: img.path },
+        architecture: "x86",
+        waits,
+        signal: controller.signal,
+        onEvent,
+      }),
+      (err: unknown) => isUploadError(err, "aborted"),
+    );
+    assert.deepEqual(await snapshotIds(env), before);
+    await assertNoTemporaryResources(env);
+  });
+
+  it("aborted during the data phase: everything removed", async () => {
+    const img = await image(8, 6);
+    const controller = new AbortController();
+    const onEvent = (e: UploadEvent) => {
+      if (e.kind === "data" && e.phase === "write" && e.bytesSent > 0) controller.abort(new Error("Ctrl-C"));
+    };
+    await assert.rejects(
+      uploadImage({
+        client: env.client,
+        image: { path: img.path },
+        architecture: "x86",
+        waits,
+        signal: controller.signal,
+        onEvent,
+      }),
+      (err: unknown) => isUploadError(err, "aborted"),
+    );
+    await assertNoTemporaryResources(env);
+  });
+
+  it("a second Ctrl-C stops cleanup: the error lists what is left and how to remove it", async () => {
+    const img = await image();
+    const run = new AbortController();
+    const cleanup = new AbortController();
+    cleanup.abort(new Error("second Ctrl-C"));
+    const onEvent = (e: UploadEvent) => {
+      if (e.kind === "step" && e.step === "rescue" && e.status === "start") run.abort(new Error("Ctrl-C"));
+    };
+    let runId = "";
+    await assert.rejects(
+      uploadImage({
+        client: env.client,
+        image: { path: img.path },
+        architecture: "x86",
+        waits,
+        signal: run.signal,
+        cleanupSignal: cleanup.signal,
+        onEvent,
+        runId: "leftovertest1",
+      }),
+      (err: unknown) => {
+        assert.ok(err instanceof CleanupIncompleteError, String(err));
+        const kinds = err.leftovers.map((l) => l.kind).sort();
+        assert.deepEqual(kinds, ["server", "ssh_key"]);
+        assert.match(err.message, /hcloud server delete \d+/);
+        assert.match(err.message, /hcloud ssh-key delete \d+/);
+        runId = "leftovertest1";
+        return true;
+      },
+    );
+    // What is left carries the run's labels: cleanup by run id removes it.
+    const outcome = await cleanupTemporary({ client: env.client, runId });
+    assert.equal(outcome.deleted.length, 2);
+    await assertNoTemporaryResources(env);
+  });
+});
