@@ -6,6 +6,7 @@ import {
   errorJson,
   exitCodeFor,
   makeClient,
+  withClientFlags,
   type ClientFlags,
 } from "./upload.js";
 
@@ -54,8 +55,7 @@ async function run(flags: CleanupFlags): Promise<void> {
 }
 
 export function register(program: Command): void {
-  program
-    .command("cleanup")
+  withClientFlags(program.command("cleanup"))
     .description("delete temporary servers and SSH keys hetznix created, older than a given age")
     .option(
       "--older-than <duration>",
@@ -65,6 +65,13 @@ export function register(program: Command): void {
     .option("--dry-run", "list what would be deleted; delete nothing")
     .option("--run <id>", "only this run's resources (any age)")
     .option("--output <format>", "text or json", "text")
-    .option("--context <name>", "hcloud CLI context to take the token from")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ hetznix cleanup --dry-run
+  $ hetznix cleanup --older-than 30m
+  $ hetznix cleanup --run 3k9x2m7q1a      # one interrupted run, whatever its age`,
+    )
     .action(async (flags: CleanupFlags) => run(flags));
 }

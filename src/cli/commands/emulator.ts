@@ -126,6 +126,15 @@ export function register(program: Command): void {
     .option("--rate-refill <per-second>", "requests added back to the budget per second", "1")
     .option("--no-rescue", "model rescue boots without starting real rescue hosts (no sshd, no loop devices)")
     .option("--json", "print the endpoint as one JSON line")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ hetznix emulator --listen 127.0.0.1:4000 --token dev-token --state-dir .work/emulator
+  $ export HCLOUD_ENDPOINT=http://127.0.0.1:4000/v1 HCLOUD_TOKEN=dev-token
+  $ hetznix emulator --token t --speed 50 --fault capacity:fsn1:cx23 --fault http:POST:/servers:unavailable:2
+  $ hetznix emulator --token t --no-rescue --json     # no root needed; rescue boots are modelled only`,
+    )
     .action(async (flags: EmulatorFlags) => {
       try {
         await run(flags);

@@ -71,6 +71,14 @@ export function register(program: Command): void {
       "the boot-time agent: write networkd units, host name and root's SSH keys from Hetzner metadata",
     );
 
+  metadata.addHelpText(
+    "after",
+    `
+Examples:
+  $ hetznix metadata show
+  $ hetznix metadata apply --timeout 2m
+  $ hetznix metadata apply --metadata-url http://127.0.0.1:4000/metadata/42/hetzner/v1/ --root /tmp/root --json`,
+  );
   withAgentFlags(metadata.command("apply"))
     .description("read the metadata service and write the files (re-running gives the same files)")
     .action(async (flags: AgentFlags) => {

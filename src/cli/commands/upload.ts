@@ -26,6 +26,7 @@ import {
 
 export interface ClientFlags {
   context?: string;
+  endpoint?: string;
 }
 
 export interface SharedFlags extends ClientFlags {
@@ -56,7 +57,20 @@ export function collect(value: string, previous: string[] = []): string[] {
 export class UsageError extends Error {}
 
 export function makeClient(flags: ClientFlags): HCloudClient {
-  return clientFromEnvironment(flags.context ? { context: flags.context } : {});
+  return clientFromEnvironment({
+    ...(flags.context ? { context: flags.context } : {}),
+    ...(flags.endpoint ? { endpoint: flags.endpoint } : {}),
+  });
+}
+
+/** --endpoint and --context: where the API is and which token to use. */
+export function withClientFlags(cmd: Command): Command {
+  return cmd
+    .option("--endpoint <url>", "API endpoint (default: HCLOUD_ENDPOINT, else https://api.hetzner.cloud/v1)")
+    .option(
+      "--context <name>",
+      "hcloud CLI context to take the token from (default: HCLOUD_TOKEN, else the active context)",
+    );
 }
 
 export function checkChoice<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
@@ -79,7 +93,7 @@ export function codecFromFlags(flags: SharedFlags): CodecSpec | undefined {
 }
 
 export function withSharedFlags(cmd: Command): Command {
-  return cmd
+  return withClientFlags(cmd)
     .option("--compression <kind>", `compression of the image: auto, ${COMPRESSIONS.join(", ")}`, "auto")
     .option("--format <format>", `image format: auto, ${FORMATS.join(", ")}`, "auto")
     .option("--output <format>", "text or json", "text")
@@ -87,11 +101,7 @@ export function withSharedFlags(cmd: Command): Command {
       "--codec <codec>",
       `wire compression for uncompressed images: ${CODECS.join(", ")} (default zstd)`,
     )
-    .option("--codec-level <n>", "compression level of --codec")
-    .option(
-      "--context <name>",
-      "hcloud CLI context to take the token from (default: HCLOUD_TOKEN, active context)",
-    );
+    .option("--codec-level <n>", "compression level of --codec");
 }
 
 /**
@@ -385,5 +395,19 @@ export function register(program: Command): void {
       .option("--description <text>", "snapshot description")
       .option("--labels <k=v,...>", "snapshot labels")
       .option("--force", "upload even if a snapshot with the same content exists"),
-  ).action(async (flags: UploadFlags) => run(flags));
+  )
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ hetznix upload --image-path result/nixos.img --architecture x86 --description "nixos 25.05"
+  $ hetznix upload --image-path nixos.img.zst --server-type cax11 --labels role=web,env=prod
+  $ hetznix upload --image-url https://example.org/nixos.qcow2 --architecture arm --location hel1
+  $ hetznix upload --image-path x86.img --architecture x86 --image-path arm.img --architecture arm
+  $ hetznix upload --manifest images.yaml --output json
+
+Prints the snapshot id on stdout (steps and progress go to stderr). An image whose content already exists as a
+snapshot is not uploaded again (--force to upload anyway).`,
+    )
+    .action(async (flags: UploadFlags) => run(flags));
 }

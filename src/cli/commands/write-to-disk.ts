@@ -119,5 +119,13 @@ export function register(program: Command): void {
       .option("--image-path <file>", "local image file")
       .option("--image-url <url>", "image URL the rescue system downloads")
       .option("--start", "power the server on afterwards (default: leave it off)"),
-  ).action(async (flags: WriteFlags) => run(flags));
+  )
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ hetznix write-to-disk --server web-1 --image-path result/nixos.img
+  $ hetznix write-to-disk --server 4711 --image-url https://example.org/nixos.img.zst --start`,
+    )
+    .action(async (flags: WriteFlags) => run(flags));
 }
