@@ -9,7 +9,7 @@ packages=(
   iproute2                        # ip netns, tc (benchmarks shape links with htb/tbf)
   gzip bzip2 xz-utils zstd pigz   # the rescue system's decompressors, and compressors for test images
   qemu-utils                      # qemu-img: qcow2 conversion on the client and in the rescue host
-  wget curl procps psmisc         # URL downloads in the rescue host; process inspection
+  wget curl procps psmisc time    # URL downloads in the rescue host; process inspection; GNU time (benchmarks)
   nix-bin                         # nix-instantiate --parse for the flake's .nix files
   python3 python3-hcloud          # Hetzner's official Python client, run unmodified against the emulator
 )
