@@ -8,27 +8,16 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { open } from "node:fs/promises";
 import net from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createRescueHostManager } from "../src/emulator/rescue/index.js";
 import { connect, execOrThrow, generateKeyPair } from "../src/ssh/index.js";
 import { startTestEmulator, type TestEmulator } from "./support/emulator.js";
+import { readAt } from "./support/disk.js";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/sbin/sshd");
 const MiB = 1024 * 1024;
-
-async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, "r");
-  try {
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(buf, 0, length, offset);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
 
 function listening(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {

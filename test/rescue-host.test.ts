@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { access, mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { access, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -23,6 +23,7 @@ import {
   generateKeyPair,
   type SshConnection,
 } from "../src/ssh/index.js";
+import { readAt } from "./support/disk.js";
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -36,17 +37,6 @@ function waitFor<T>(what: string, register: (done: (v: T) => void) => void, ms =
       resolve(v);
     });
   });
-}
-
-async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(path, "r");
-  try {
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(buf, 0, length, offset);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
 }
 
 async function assertHostGone(host: StartedRescueHost, diskPath: string): Promise<void> {

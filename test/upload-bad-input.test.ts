@@ -13,14 +13,15 @@ import {
   assertNoTemporaryResources,
   clearFaults,
   compressWith,
+  makeQcow2Image,
   makeRawImage,
   run,
   snapshotIds,
   startUploadEnv,
   type UploadTestEnv,
+  waits,
+  uploadX86,
 } from "./support/upload.js";
-
-const waits = { pollIntervalMs: 30, actionTimeoutMs: 60_000, shutdownTimeoutMs: 30_000 };
 
 describe("upload: bad input", { timeout: 600_000 }, () => {
   let env: UploadTestEnv;
@@ -43,14 +44,11 @@ describe("upload: bad input", { timeout: 600_000 }, () => {
     message: RegExp,
   ): Promise<void> {
     const before = await snapshotIds(env);
-    await assert.rejects(
-      uploadImage({ client: env.client, image: { path: raw }, architecture: "x86", waits, ...opts }),
-      (err: unknown) => {
-        assert.ok(isUploadError(err, code), `expected ${code}, got ${String(err)}`);
-        assert.match((err as Error).message, message);
-        return true;
-      },
-    );
+    await assert.rejects(uploadX86(env, { path: raw }, opts), (err: unknown) => {
+      assert.ok(isUploadError(err, code), `expected ${code}, got ${String(err)}`);
+      assert.match((err as Error).message, message);
+      return true;
+    });
     assert.deepEqual(await snapshotIds(env), before, "no snapshot was created");
     await assertNoTemporaryResources(env);
   }
@@ -205,7 +203,7 @@ describe("upload: bad input", { timeout: 600_000 }, () => {
     const src = join(env.dir, "big-q.raw");
     await makeRawImage(src, 48, 40);
     const q = join(env.dir, "big.qcow2");
-    await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", src, q]);
+    await makeQcow2Image(src, q);
     await expectFailure(
       { image: { path: q }, tools: { qemuImg: false } },
       "rescue_space",

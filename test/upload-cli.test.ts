@@ -9,11 +9,10 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
   assertNoTemporaryResources,
-  makeRawImage,
-  sha256,
   snapshotIds,
   startUploadEnv,
   type UploadTestEnv,
+  withTargetServer,
 } from "./support/upload.js";
 
 const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
@@ -27,7 +26,6 @@ interface Outcome {
 
 describe("upload: CLI", { timeout: 600_000 }, () => {
   let env: UploadTestEnv;
-  let n = 0;
 
   before(async () => {
     env = await startUploadEnv("127.81.6.");
@@ -72,11 +70,7 @@ describe("upload: CLI", { timeout: 600_000 }, () => {
     });
   }
 
-  async function image(totalMiB = 5, randomMiB = 1) {
-    const path = join(env.dir, `cli-${++n}.raw`);
-    const buf = await makeRawImage(path, totalMiB, randomMiB);
-    return { path, sha: sha256(buf) };
-  }
+  const image = (totalMiB = 5, randomMiB = 1) => env.freshImage(totalMiB, randomMiB);
 
   it("upload --output json prints one JSON object: image id, labels, reused, bytes, step durations", async () => {
     const img = await image();
@@ -235,13 +229,7 @@ describe("upload: CLI", { timeout: 600_000 }, () => {
   });
 
   it("write-to-disk and cleanup commands", async () => {
-    const created = await env.client.servers.create({
-      name: "cli-target",
-      server_type: "cx23",
-      image: "ubuntu-24.04",
-    });
-    await env.client.waitForActions([created.action as never, ...created.nextActions], { timeoutMs: 30_000 });
-    try {
+    await withTargetServer(env, { name: "cli-target" }, async (server) => {
       const img = await image();
       const w = await cli([
         "write-to-disk",
@@ -254,13 +242,10 @@ describe("upload: CLI", { timeout: 600_000 }, () => {
       ]);
       assert.equal(w.code, 0, w.stderr);
       const r = JSON.parse(w.stdout) as { server_id: number; sha256: string; started: boolean };
-      assert.equal(r.server_id, created.server.id);
+      assert.equal(r.server_id, server.id);
       assert.equal(r.sha256, img.sha);
       assert.equal(r.started, false);
-    } finally {
-      const action = await env.client.servers.delete(created.server.id);
-      await env.client.waitForActions([action], { timeoutMs: 30_000 });
-    }
+    });
     const c = await cli(["cleanup", "--older-than", "0s", "--dry-run", "--output", "json"]);
     assert.equal(c.code, 0, c.stderr);
     const cr = JSON.parse(c.stdout) as { dry_run: boolean; deleted: unknown[] };

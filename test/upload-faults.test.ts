@@ -3,13 +3,11 @@
  * (Ctrl-C): each ends in a good snapshot or a clean failure, and nothing is left.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import {
   CleanupIncompleteError,
   cleanupTemporary,
   isUploadError,
-  uploadImage,
   type UploadEvent,
 } from "../src/upload/index.js";
 import {
@@ -17,26 +15,22 @@ import {
   addFault,
   assertNoTemporaryResources,
   clearFaults,
-  makeRawImage,
-  sha256,
   snapshotContentSha,
   snapshotIds,
   startUploadEnv,
   type UploadTestEnv,
+  uploadX86,
 } from "./support/upload.js";
-
-const waits = { pollIntervalMs: 30, actionTimeoutMs: 60_000, shutdownTimeoutMs: 30_000 };
 
 describe("upload: faults", { timeout: 600_000 }, () => {
   let env: UploadTestEnv;
-  let n = 0;
 
   /** A fresh image (distinct content each time, so nothing is deduplicated). */
-  async function image(totalMiB = 6, randomMiB = 2): Promise<{ path: string; sha: string; size: number }> {
-    const path = join(env.dir, `img-${++n}.raw`);
-    const buf = await makeRawImage(path, totalMiB, randomMiB);
-    return { path, sha: sha256(buf), size: buf.length };
-  }
+  const image = (totalMiB = 6, randomMiB = 2) => env.freshImage(totalMiB, randomMiB);
+
+  /** The next `count` requests matching `method` and `path` fail with `code`. */
+  const burst = (method: string, path: string, code: string, count: number) =>
+    addFault(env, { kind: "http", method, path, code, count });
 
   before(async () => {
     env = await startUploadEnv("127.81.4.");
@@ -52,33 +46,10 @@ describe("upload: faults", { timeout: 600_000 }, () => {
 
   it("429 bursts on creating the key and the server, and on polling actions: still a good snapshot", async () => {
     const img = await image();
-    await addFault(env, {
-      kind: "http",
-      method: "POST",
-      path: "/ssh_keys",
-      code: "rate_limit_exceeded",
-      count: 2,
-    });
-    await addFault(env, {
-      kind: "http",
-      method: "POST",
-      path: "/servers",
-      code: "rate_limit_exceeded",
-      count: 3,
-    });
-    await addFault(env, {
-      kind: "http",
-      method: "GET",
-      path: "/actions",
-      code: "rate_limit_exceeded",
-      count: 3,
-    });
-    const r = await uploadImage({
-      client: env.client,
-      image: { path: img.path },
-      architecture: "x86",
-      waits,
-    });
+    await burst("POST", "/ssh_keys", "rate_limit_exceeded", 2);
+    await burst("POST", "/servers", "rate_limit_exceeded", 3);
+    await burst("GET", "/actions", "rate_limit_exceeded", 3);
+    const r = await uploadX86(env, { path: img.path });
     assert.equal(r.sha256, img.sha);
     assert.equal(await snapshotContentSha(env, r.imageId, img.size), img.sha);
     await assertNoTemporaryResources(env);
@@ -86,33 +57,10 @@ describe("upload: faults", { timeout: 600_000 }, () => {
 
   it("503 bursts on power on, create_image and deleting the server: still a good snapshot and a clean end", async () => {
     const img = await image();
-    await addFault(env, {
-      kind: "http",
-      method: "POST",
-      path: "/servers/*/actions/poweron",
-      code: "unavailable",
-      count: 2,
-    });
-    await addFault(env, {
-      kind: "http",
-      method: "POST",
-      path: "/servers/*/actions/create_image",
-      code: "unavailable",
-      count: 2,
-    });
-    await addFault(env, {
-      kind: "http",
-      method: "DELETE",
-      path: "/servers/*",
-      code: "unavailable",
-      count: 2,
-    });
-    const r = await uploadImage({
-      client: env.client,
-      image: { path: img.path },
-      architecture: "x86",
-      waits,
-    });
+    await burst("POST", "/servers/*/actions/poweron", "unavailable", 2);
+    await burst("POST", "/servers/*/actions/create_image", "unavailable", 2);
+    await burst("DELETE", "/servers/*", "unavailable", 2);
+    const r = await uploadX86(env, { path: img.path });
     assert.equal(r.sha256, img.sha);
     assert.equal(await snapshotContentSha(env, r.imageId, img.size), img.sha);
     assert.deepEqual(r.leftovers, []);
@@ -123,15 +71,15 @@ describe("upload: faults", { timeout: 600_000 }, () => {
     const img = await image();
     await addFault(env, { kind: "capacity", location: "fsn1", serverType: "cx23" });
     const notes: string[] = [];
-    const r = await uploadImage({
-      client: env.client,
-      image: { path: img.path },
-      architecture: "x86",
-      waits,
-      onEvent: (e) => {
-        if (e.kind === "note") notes.push(e.message);
+    const r = await uploadX86(
+      env,
+      { path: img.path },
+      {
+        onEvent: (e) => {
+          if (e.kind === "note") notes.push(e.message);
+        },
       },
-    });
+    );
     assert.equal(r.serverType, "cx23");
     assert.notEqual(r.location, "fsn1");
     assert.ok(
@@ -157,13 +105,7 @@ describe("upload: faults", { timeout: 600_000 }, () => {
         void clearFaults(env);
       }
     };
-    const r = await uploadImage({
-      client: env.client,
-      image: { path: img.path },
-      architecture: "x86",
-      waits,
-      onEvent,
-    });
+    const r = await uploadX86(env, { path: img.path }, { onEvent });
     assert.equal(notes.length, 1, "one drop, one retry");
     assert.equal(r.sha256, img.sha);
     assert.ok(r.bytesSent > 4 * MiB, "the data was sent again after the drop");
@@ -176,17 +118,11 @@ describe("upload: faults", { timeout: 600_000 }, () => {
     const img = await image(8, 4);
     const before = await snapshotIds(env);
     await addFault(env, { kind: "ssh_drop", afterBytes: 1 * MiB });
-    await assert.rejects(
-      uploadImage({ client: env.client, image: { path: img.path }, architecture: "x86", waits }),
-      (err: unknown) => {
-        assert.ok(isUploadError(err, "remote_command_failed"), String(err));
-        assert.match(
-          (err as Error).message,
-          /SSH connection lost during writing the image \(after 2 attempt/,
-        );
-        return true;
-      },
-    );
+    await assert.rejects(uploadX86(env, { path: img.path }), (err: unknown) => {
+      assert.ok(isUploadError(err, "remote_command_failed"), String(err));
+      assert.match((err as Error).message, /SSH connection lost during writing the image \(after 2 attempt/);
+      return true;
+    });
     assert.deepEqual(await snapshotIds(env), before);
     await assertNoTemporaryResources(env);
   });
@@ -200,14 +136,7 @@ describe("upload: faults", { timeout: 600_000 }, () => {
         controller.abort(new Error("Ctrl-C"));
     };
     await assert.rejects(
-      uploadImage({
-        client: env.client,
-        image: { path: img.path },
-        architecture: "x86",
-        waits,
-        signal: controller.signal,
-        onEvent,
-      }),
+      uploadX86(env, { path: img.path }, { signal: controller.signal, onEvent }),
       (err: unknown) => isUploadError(err, "aborted"),
     );
     assert.deepEqual(await snapshotIds(env), before);
@@ -221,14 +150,7 @@ describe("upload: faults", { timeout: 600_000 }, () => {
       if (e.kind === "data" && e.phase === "write" && e.bytesSent > 0) controller.abort(new Error("Ctrl-C"));
     };
     await assert.rejects(
-      uploadImage({
-        client: env.client,
-        image: { path: img.path },
-        architecture: "x86",
-        waits,
-        signal: controller.signal,
-        onEvent,
-      }),
+      uploadX86(env, { path: img.path }, { signal: controller.signal, onEvent }),
       (err: unknown) => isUploadError(err, "aborted"),
     );
     await assertNoTemporaryResources(env);
@@ -244,16 +166,11 @@ describe("upload: faults", { timeout: 600_000 }, () => {
     };
     let runId = "";
     await assert.rejects(
-      uploadImage({
-        client: env.client,
-        image: { path: img.path },
-        architecture: "x86",
-        waits,
-        signal: run.signal,
-        cleanupSignal: cleanup.signal,
-        onEvent,
-        runId: "leftovertest1",
-      }),
+      uploadX86(
+        env,
+        { path: img.path },
+        { signal: run.signal, cleanupSignal: cleanup.signal, onEvent, runId: "leftovertest1" },
+      ),
       (err: unknown) => {
         assert.ok(err instanceof CleanupIncompleteError, String(err));
         const kinds = err.leftovers.map((l) => l.kind).sort();

@@ -13,6 +13,7 @@ import {
   assertNoTemporaryResources,
   compressWith,
   makeExt4Image,
+  makeQcow2Image,
   makeRawImage,
   run,
   sha256,
@@ -21,9 +22,9 @@ import {
   snapshotIds,
   startUploadEnv,
   type UploadTestEnv,
+  waits,
+  uploadX86,
 } from "./support/upload.js";
-
-const waits = { pollIntervalMs: 30, actionTimeoutMs: 60_000, shutdownTimeoutMs: 30_000 };
 
 describe("upload: formats", { timeout: 600_000 }, () => {
   let env: UploadTestEnv;
@@ -44,14 +45,11 @@ describe("upload: formats", { timeout: 600_000 }, () => {
 
   it("uploads a raw image compressed on the fly, and the snapshot holds exactly its bytes", async () => {
     const events: UploadEvent[] = [];
-    const r = await uploadImage({
-      client: env.client,
-      image: { path: raw },
-      architecture: "x86",
-      labels: { os: "nixos" },
-      waits,
-      onEvent: (e) => events.push(e),
-    });
+    const r = await uploadX86(
+      env,
+      { path: raw },
+      { labels: { os: "nixos" }, onEvent: (e) => events.push(e) },
+    );
     assert.equal(r.reused, false);
     assert.equal(r.sha256, rawSha);
     assert.equal(r.rawSize, rawSize);
@@ -105,7 +103,7 @@ describe("upload: formats", { timeout: 600_000 }, () => {
     const before = await snapshotIds(env);
     const copy = join(env.dir, "copy.img");
     await run("cp", ["--sparse=always", raw, copy]);
-    const r = await uploadImage({ client: env.client, image: { path: copy }, architecture: "x86", waits });
+    const r = await uploadX86(env, { path: copy });
     assert.equal(r.reused, true);
     assert.equal(r.sha256, rawSha);
     assert.deepEqual(await snapshotIds(env), before);
@@ -122,13 +120,7 @@ describe("upload: formats", { timeout: 600_000 }, () => {
 
   it("--force uploads again; another architecture is a different snapshot", async () => {
     const before = await snapshotIds(env);
-    const forced = await uploadImage({
-      client: env.client,
-      image: { path: raw },
-      architecture: "x86",
-      force: true,
-      waits,
-    });
+    const forced = await uploadX86(env, { path: raw }, { force: true });
     assert.equal(forced.reused, false);
     assert.equal(forced.sha256, rawSha, "hashed while streaming");
     const arm = await uploadImage({ client: env.client, image: { path: raw }, architecture: "arm", waits });
@@ -142,15 +134,11 @@ describe("upload: formats", { timeout: 600_000 }, () => {
 
   for (const codec of ["gzip", "none"] as const) {
     it(`--codec ${codec}: the wire codec is a parameter (zstd is only the default)`, async () => {
-      const r = await uploadImage({
-        client: env.client,
-        image: { path: raw },
-        architecture: "x86",
-        force: true,
-        codec: { codec, level: 1 },
-        tools: codec === "gzip" ? { pigz: false } : {},
-        waits,
-      });
+      const r = await uploadX86(
+        env,
+        { path: raw },
+        { force: true, codec: { codec, level: 1 }, tools: codec === "gzip" ? { pigz: false } : {} },
+      );
       assert.equal(r.sha256, rawSha);
       assert.equal(r.transfer, codec === "gzip" ? "gzip -1 (node:zlib)" : "none");
       if (codec === "none") assert.ok(r.bytesSent >= rawSize, "uncompressed: every byte is sent");
@@ -170,13 +158,7 @@ describe("upload: formats", { timeout: 600_000 }, () => {
       const compressed = join(env.dir, `fs-${tool}.ext4.${tool}`);
       await compressWith(tool, fs, compressed);
       const events: UploadEvent[] = [];
-      const r = await uploadImage({
-        client: env.client,
-        image: { path: compressed },
-        architecture: "x86",
-        waits,
-        onEvent: (e) => events.push(e),
-      });
+      const r = await uploadX86(env, { path: compressed }, { onEvent: (e) => events.push(e) });
       const expectCompression = { gzip: "gz", bzip2: "bz2", xz: "xz", zstd: "zstd" }[tool];
       assert.equal(r.sourceCompression, expectCompression);
       assert.equal(r.sha256, fsSha);
@@ -194,8 +176,8 @@ describe("upload: formats", { timeout: 600_000 }, () => {
     const src = join(env.dir, "q-src.raw");
     const buf = await makeRawImage(src, 10, 2);
     const q = join(env.dir, "disk.qcow2");
-    await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", src, q]);
-    const r = await uploadImage({ client: env.client, image: { path: q }, architecture: "x86", waits });
+    await makeQcow2Image(src, q);
+    const r = await uploadX86(env, { path: q });
     assert.equal(r.sourceFormat, "qcow2");
     assert.equal(r.sha256, sha256(buf));
     assert.equal(r.rawSize, 10 * MiB);
@@ -208,27 +190,15 @@ describe("upload: formats", { timeout: 600_000 }, () => {
     const src = join(env.dir, "q2-src.raw");
     const buf = await makeRawImage(src, 9, 2);
     const q = join(env.dir, "disk2.qcow2");
-    await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", src, q]);
-    const r = await uploadImage({
-      client: env.client,
-      image: { path: q },
-      architecture: "x86",
-      tools: { qemuImg: false },
-      waits,
-    });
+    await makeQcow2Image(src, q);
+    const r = await uploadX86(env, { path: q }, { tools: { qemuImg: false } });
     assert.equal(r.sha256, sha256(buf));
     assert.equal(r.rawSize, 9 * MiB);
     assert.match(r.transfer ?? "", /converted in the rescue system/);
     assert.equal(await snapshotContentSha(env, r.imageId, 9 * MiB), sha256(buf));
     // The same content uploaded again the same way is found after writing: no new snapshot.
     const before = await snapshotIds(env);
-    const again = await uploadImage({
-      client: env.client,
-      image: { path: q },
-      architecture: "x86",
-      tools: { qemuImg: false },
-      waits,
-    });
+    const again = await uploadX86(env, { path: q }, { tools: { qemuImg: false } });
     assert.equal(again.reused, true);
     assert.equal(again.imageId, r.imageId);
     assert.deepEqual(await snapshotIds(env), before);
@@ -241,13 +211,7 @@ describe("upload: formats", { timeout: 600_000 }, () => {
     await run("mkdir", ["-p", obj]);
     const img = join(obj, "nixos.img");
     const buf = await makeRawImage(img, 6, 1);
-    const r = await uploadImage({
-      client: env.client,
-      image: { path: img },
-      architecture: "x86",
-      storeDir: store,
-      waits,
-    });
+    const r = await uploadX86(env, { path: img }, { storeDir: store });
     assert.equal(r.reused, false);
     assert.ok(
       r.steps.some((s) => s.step === "hash" && s.status === "skipped"),
@@ -255,13 +219,7 @@ describe("upload: formats", { timeout: 600_000 }, () => {
     );
     assert.equal(r.sha256, sha256(buf), "hashed while streaming");
     assert.match(r.labels["hetznix/nix-store"] ?? "", /^0c9p8s5bj7x0ax2pcm1y8l2zzrn0ad1p-[0-9a-f]{16}$/);
-    const again = await uploadImage({
-      client: env.client,
-      image: { path: img },
-      architecture: "x86",
-      storeDir: store,
-      waits,
-    });
+    const again = await uploadX86(env, { path: img }, { storeDir: store });
     assert.equal(again.reused, true);
     assert.equal(again.imageId, r.imageId);
     await writeFile(join(env.dir, "unused"), "");

@@ -22,9 +22,9 @@ import {
   snapshotContentSha,
   startUploadEnv,
   type UploadTestEnv,
+  waits,
+  withTargetServer,
 } from "./support/upload.js";
-
-const waits = { pollIntervalMs: 30, actionTimeoutMs: 60_000, shutdownTimeoutMs: 30_000 };
 
 describe("upload: parallel, write-to-disk, cleanup", { timeout: 600_000 }, () => {
   let env: UploadTestEnv;
@@ -62,15 +62,7 @@ describe("upload: parallel, write-to-disk, cleanup", { timeout: 600_000 }, () =>
   });
 
   it("write-to-disk writes an existing server's disk, verifies it, and leaves it off (or on with start)", async () => {
-    const created = await env.client.servers.create({
-      name: "target",
-      server_type: "cx23",
-      image: "ubuntu-24.04",
-      location: "nbg1",
-    });
-    await env.client.waitForActions([created.action as never, ...created.nextActions], { timeoutMs: 30_000 });
-    const serverId = created.server.id;
-    try {
+    await withTargetServer(env, { name: "target", location: "nbg1" }, async ({ id: serverId }) => {
       const img = join(env.dir, "w.raw");
       const buf = await makeRawImage(img, 7, 2);
       const r = await writeToDisk({ client: env.client, server: "target", image: { path: img }, waits });
@@ -101,10 +93,7 @@ describe("upload: parallel, write-to-disk, cleanup", { timeout: 600_000 }, () =>
         writeToDisk({ client: env.client, server: "no-such-server", image: { path: img2 }, waits }),
         (err: unknown) => isUploadError(err, "unknown_server"),
       );
-    } finally {
-      const action = await env.client.servers.delete(serverId);
-      await env.client.waitForActions([action], { timeoutMs: 30_000 });
-    }
+    });
     await assertNoTemporaryResources(env);
   });
 

@@ -9,7 +9,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { isUploadError, uploadImage, writeToDisk } from "../src/upload/index.js";
+import { isUploadError, writeToDisk } from "../src/upload/index.js";
 import {
   assertNoTemporaryResources,
   compressWith,
@@ -20,9 +20,10 @@ import {
   snapshotIds,
   startUploadEnv,
   type UploadTestEnv,
+  waits,
+  withTargetServer,
+  uploadX86,
 } from "./support/upload.js";
-
-const waits = { pollIntervalMs: 30, actionTimeoutMs: 60_000, shutdownTimeoutMs: 30_000 };
 
 describe("upload: URLs", { timeout: 600_000 }, () => {
   let env: UploadTestEnv;
@@ -93,12 +94,7 @@ describe("upload: URLs", { timeout: 600_000 }, () => {
 
   it("uploads a raw image the rescue system downloads, checked with a HEAD request first", async () => {
     requests.length = 0;
-    const r = await uploadImage({
-      client: env.client,
-      image: { url: `${base}/u.raw` },
-      architecture: "x86",
-      waits,
-    });
+    const r = await uploadX86(env, { url: `${base}/u.raw` });
     assert.equal(requests[0], "HEAD /u.raw", "HEAD first");
     assert.equal(r.sha256, sha256(rawBuf));
     assert.equal(r.rawSize, rawBuf.length);
@@ -110,12 +106,7 @@ describe("upload: URLs", { timeout: 600_000 }, () => {
 
   it("a zstd URL of the same content is found after download: no second snapshot", async () => {
     const before = await snapshotIds(env);
-    const r = await uploadImage({
-      client: env.client,
-      image: { url: `${base}/u.raw.zst` },
-      architecture: "x86",
-      waits,
-    });
+    const r = await uploadX86(env, { url: `${base}/u.raw.zst` });
     assert.equal(r.sourceCompression, "zstd");
     assert.equal(r.reused, true);
     assert.equal(r.sha256, sha256(rawBuf));
@@ -124,13 +115,7 @@ describe("upload: URLs", { timeout: 600_000 }, () => {
   });
 
   it("write-to-disk from a URL: the rescue system downloads onto the server's disk", async () => {
-    const created = await env.client.servers.create({
-      name: "url-target",
-      server_type: "cx23",
-      image: "ubuntu-24.04",
-    });
-    await env.client.waitForActions([created.action as never, ...created.nextActions], { timeoutMs: 30_000 });
-    try {
+    await withTargetServer(env, { name: "url-target" }, async (server) => {
       const r = await writeToDisk({
         client: env.client,
         server: "url-target",
@@ -139,31 +124,28 @@ describe("upload: URLs", { timeout: 600_000 }, () => {
       });
       assert.equal(r.sha256, sha256(rawBuf));
       assert.equal(r.sourceCompression, "zstd");
-      const record = env.te.emulator.state.findServer(created.server.id);
+      const record = env.te.emulator.state.findServer(server.id);
       assert.ok(record);
       assert.equal(await sha256File(join(env.te.stateDir, record.disk), rawBuf.length), sha256(rawBuf));
-      assert.equal((await env.client.servers.getById(created.server.id)).status, "off");
-    } finally {
-      const action = await env.client.servers.delete(created.server.id);
-      await env.client.waitForActions([action], { timeoutMs: 30_000 });
-    }
+      assert.equal((await env.client.servers.getById(server.id)).status, "off");
+    });
     await assertNoTemporaryResources(env);
   });
 
   it("shows the rescue system's download progress while it downloads", async () => {
     const progress: number[] = [];
-    const r = await uploadImage({
-      client: env.client,
-      image: { url: `${base}/slow.raw` },
-      architecture: "x86",
-      waits,
-      onEvent: (e) => {
-        if (e.kind === "data" && e.phase === "write") {
-          assert.equal(e.total, slowBuf.length);
-          progress.push(e.bytesRead);
-        }
+    const r = await uploadX86(
+      env,
+      { url: `${base}/slow.raw` },
+      {
+        onEvent: (e) => {
+          if (e.kind === "data" && e.phase === "write") {
+            assert.equal(e.total, slowBuf.length);
+            progress.push(e.bytesRead);
+          }
+        },
       },
-    });
+    );
     assert.equal(r.sha256, sha256(slowBuf));
     assert.ok(progress.length > 0, "progress was reported during the download");
     assert.ok(progress.every((n) => n > 0 && n <= slowBuf.length + 64 * 1024));
@@ -173,7 +155,7 @@ describe("upload: URLs", { timeout: 600_000 }, () => {
   it("a URL answering 404 fails before anything is created", async () => {
     const before = await snapshotIds(env);
     await assert.rejects(
-      uploadImage({ client: env.client, image: { url: `${base}/missing.img` }, architecture: "x86", waits }),
+      uploadX86(env, { url: `${base}/missing.img` }),
       (err: unknown) => isUploadError(err, "url_unavailable") && /404/.test((err as Error).message),
     );
     assert.deepEqual(await snapshotIds(env), before);
@@ -186,12 +168,7 @@ describe("upload: URLs", { timeout: 600_000 }, () => {
     const port = (closed.address() as AddressInfo).port;
     await new Promise<void>((resolve) => closed.close(() => resolve()));
     await assert.rejects(
-      uploadImage({
-        client: env.client,
-        image: { url: `http://127.0.0.1:${port}/x.img` },
-        architecture: "x86",
-        waits,
-      }),
+      uploadX86(env, { url: `http://127.0.0.1:${port}/x.img` }),
       (err: unknown) =>
         isUploadError(err, "url_unavailable") && /ECONNREFUSED|reach/.test((err as Error).message),
     );
@@ -201,13 +178,7 @@ describe("upload: URLs", { timeout: 600_000 }, () => {
   it("a truncated download fails the upload and nothing is snapshotted", async () => {
     const before = await snapshotIds(env);
     await assert.rejects(
-      uploadImage({
-        client: env.client,
-        image: { url: `${base}/truncated.raw` },
-        architecture: "x86",
-        force: true,
-        waits,
-      }),
+      uploadX86(env, { url: `${base}/truncated.raw` }, { force: true }),
       (err: unknown) => {
         assert.ok(isUploadError(err, "remote_command_failed"), String(err));
         assert.match((err as Error).message, /last lines of its output/);
@@ -220,14 +191,11 @@ describe("upload: URLs", { timeout: 600_000 }, () => {
 
   it("truncated compressed data fails in the rescue system, showing the decompressor's error", async () => {
     const before = await snapshotIds(env);
-    await assert.rejects(
-      uploadImage({ client: env.client, image: { url: `${base}/cut.raw.zst` }, architecture: "x86", waits }),
-      (err: unknown) => {
-        assert.ok(isUploadError(err, "remote_command_failed"), String(err));
-        assert.match((err as Error).message, /zstd|truncated|premature|end/i);
-        return true;
-      },
-    );
+    await assert.rejects(uploadX86(env, { url: `${base}/cut.raw.zst` }), (err: unknown) => {
+      assert.ok(isUploadError(err, "remote_command_failed"), String(err));
+      assert.match((err as Error).message, /zstd|truncated|premature|end/i);
+      return true;
+    });
     assert.deepEqual(await snapshotIds(env), before);
     await assertNoTemporaryResources(env);
   });

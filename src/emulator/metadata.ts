@@ -4,20 +4,10 @@
  * under /metadata/{server_id}/hetzner/v1/ and writes the returned status, content type and body as they are.
  */
 import { stringify } from "yaml";
+import type { PrivateNetwork } from "../metadata/document.js";
 
-export interface MetadataPrivateNetwork {
-  ip: string;
-  aliasIps: string[];
-  interfaceNum: number;
-  macAddress: string;
-  networkId: number;
-  networkName: string;
-  /** The whole network's range, e.g. "10.0.0.0/16". */
-  network: string;
-  /** The subnet the server sits in, e.g. "10.0.1.0/24". */
-  subnet: string;
-  gateway: string;
-}
+/** The agent's parsed form of a private network is exactly what the emulator renders (a type, no code shared). */
+export type MetadataPrivateNetwork = PrivateNetwork;
 
 export interface MetadataInfo {
   id: number;

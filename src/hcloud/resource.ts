@@ -30,6 +30,21 @@ export function isIdRef(ref: Ref): ref is number | `${number}` {
   return typeof ref === "number" || /^[0-9]+$/.test(ref);
 }
 
+/** A list's items with the pagination the answer gave, or (when it gave none) as the only page. */
+export function toPage<T>(items: T[], meta: { pagination?: Pagination } | undefined, page?: number): Page<T> {
+  return {
+    items,
+    pagination: meta?.pagination ?? {
+      page: page ?? 1,
+      per_page: items.length,
+      previous_page: null,
+      next_page: null,
+      last_page: page ?? 1,
+      total_entries: items.length,
+    },
+  };
+}
+
 /** Sends one request through the transport chain and returns the parsed body. */
 export async function call<T>(api: Handler, req: TransportRequest): Promise<T> {
   const res = await api(req);
@@ -63,16 +78,7 @@ export abstract class ResourceClient<T, L extends ListOptions> {
       signal: opts.signal,
     });
     const items = (body[this.plural] ?? []) as T[];
-    const meta = body.meta as { pagination?: Pagination } | undefined;
-    const pagination: Pagination = meta?.pagination ?? {
-      page: opts.page ?? 1,
-      per_page: items.length,
-      previous_page: null,
-      next_page: null,
-      last_page: opts.page ?? 1,
-      total_entries: items.length,
-    };
-    return { items, pagination };
+    return toPage(items, body.meta as { pagination?: Pagination } | undefined, opts.page);
   }
 
   /** Every item matching the filters, reading page after page (50 per page). */

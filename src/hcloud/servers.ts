@@ -1,7 +1,14 @@
 /** Servers: list, get, create (with recovery by name), delete, power and rescue actions, create_image. */
 
 import { HCloudWaitTimeoutError } from "./errors.js";
-import { call, ResourceClient, type ListOptions, type Page, type RequestOptions } from "./resource.js";
+import {
+  call,
+  ResourceClient,
+  toPage,
+  type ListOptions,
+  type Page,
+  type RequestOptions,
+} from "./resource.js";
 import type {
   Action,
   CreateImageRequest,
@@ -117,18 +124,7 @@ export class ServersClient extends ResourceClient<Server, ServerListOptions> {
       query: { status: opts.status, sort: opts.sort, page: opts.page, per_page: opts.perPage },
       signal: opts.signal,
     });
-    const items = r.actions ?? [];
-    return {
-      items,
-      pagination: r.meta?.pagination ?? {
-        page: opts.page ?? 1,
-        per_page: items.length,
-        previous_page: null,
-        next_page: null,
-        last_page: opts.page ?? 1,
-        total_entries: items.length,
-      },
-    };
+    return toPage(r.actions ?? [], r.meta, opts.page);
   }
 
   /** Deletes a server; returns the delete_server action. */

@@ -37,6 +37,7 @@ export interface HetznerMetadata {
   warnings: string[];
 }
 
+/** One entry of the private-networks document (the emulator renders the same shape). */
 export interface PrivateNetwork {
   ip: string;
   aliasIps: string[];
@@ -44,7 +45,9 @@ export interface PrivateNetwork {
   macAddress: string;
   networkId: number;
   networkName: string;
+  /** The whole network's range, e.g. "10.0.0.0/16". */
   network: string;
+  /** The subnet the server sits in, e.g. "10.0.1.0/24". */
   subnet: string;
   gateway: string;
 }

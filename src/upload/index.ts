@@ -10,6 +10,7 @@ export {
   type WaitSettings,
 } from "./sequence.js";
 export { writeToDisk, type WriteToDiskOptions, type WriteToDiskResult } from "./write-to-disk.js";
+export type { RunOutcome } from "./steps.js";
 export {
   cleanupTemporary,
   parseDuration,

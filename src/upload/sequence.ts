@@ -18,10 +18,7 @@
  */
 import { basename } from "node:path";
 import type { Architecture, Image, Labels } from "../hcloud/schema.js";
-import { defaultCodec, type CodecSpec } from "./compress.js";
-import { convertQcow2ToRaw } from "./convert.js";
-import { CleanupIncompleteError, UploadError, abortError, type Leftover } from "./errors.js";
-import type { StepTiming } from "./events.js";
+import { UploadError } from "./errors.js";
 import {
   SIZE_LABEL,
   checkUserLabels,
@@ -33,8 +30,6 @@ import { planServer, type Plan } from "./plan.js";
 import { imageResource } from "./resources.js";
 import {
   digestFile,
-  openFileSource,
-  openUrlSource,
   type Compression,
   type FileSource,
   type ImageFormat,
@@ -43,18 +38,23 @@ import {
 import {
   RunContext,
   bootRescue,
+  convertLocally,
   createTemporaryKey,
   createTemporaryServer,
   fetchCatalogue,
+  inspectSource,
+  planWrite,
+  runWithCleanup,
   shutdownAndWait,
+  startStream,
   writeAndVerify,
   type Catalogue,
   type CommonOptions,
   type ImageInput,
-  type WritePlan,
+  type LocalImage,
+  type RunOutcome,
 } from "./steps.js";
-import { startLocalStream, type LocalStream } from "./stream.js";
-import { tool } from "./tools.js";
+import type { LocalStream } from "./stream.js";
 
 export type {
   CommonOptions,
@@ -82,7 +82,7 @@ export interface UploadOptions extends CommonOptions {
   useStoreIdentity?: boolean;
 }
 
-export interface UploadResult {
+export interface UploadResult extends RunOutcome {
   imageId: number;
   /** True when an existing snapshot with the same content was found and nothing was created. */
   reused: boolean;
@@ -97,19 +97,10 @@ export interface UploadResult {
   sourceFormat: ImageFormat;
   /** How the data went over the wire, e.g. "zstd -3 -T0", "sent as is (xz)", "downloaded by the rescue system". */
   transfer?: string;
-  /** Bytes read from the local source for sending (the data phase). */
-  bytesRead: number;
-  /** Bytes sent over SSH (after compression). */
-  bytesSent: number;
   /** Bytes read by the separate hash pass before anything was created (0 when hashed while streaming). */
   bytesHashed: number;
   serverType?: string;
   location?: string;
-  runId: string;
-  steps: StepTiming[];
-  durationMs: number;
-  /** Temporary resources cleanup could not remove (empty normally). */
-  leftovers: Leftover[];
 }
 
 // ---- Upload ----
@@ -147,45 +138,19 @@ function describeImage(src: ImageSource): string {
   return src.kind === "file" ? basename(src.path) : new URL(src.url).pathname.split("/").pop() || src.url;
 }
 
-interface Prepared {
-  /** The file to stream (converted raw for a client-side qcow2 conversion). */
-  path?: string;
-  /** Compression of that file. */
-  compression: Compression;
-  remoteFormat: ImageFormat;
-  /** sha256/size of the raw image when hashed before creating anything. */
-  sha256?: string;
-  rawSize?: number;
-}
-
 async function prepareFile(
   ctx: RunContext,
   src: FileSource,
   opts: UploadOptions,
   hashFirst: boolean,
-): Promise<Prepared> {
+): Promise<LocalImage> {
   let path = src.realPath;
   let compression = src.compression;
   let remoteFormat: ImageFormat = "raw";
   if (src.format === "qcow2") {
-    const qemuImg = tool(opts.tools, "qemuImg");
-    if (qemuImg) {
-      const converted = await ctx.steps.run(
-        "convert",
-        () =>
-          convertQcow2ToRaw(qemuImg, src.realPath, {
-            ...(opts.tmpDir ? { dir: opts.tmpDir } : {}),
-            signal: ctx.signal,
-          }),
-        `qcow2 -> raw with qemu-img (${src.qcow2VirtualSize} bytes)`,
-      );
-      ctx.registry.add({
-        kind: "file",
-        name: converted.rawPath,
-        removeHint: `rm -r ${converted.rawPath.replace(/\/image\.raw$/, "")}`,
-        remove: () => converted.remove(),
-      });
-      path = converted.rawPath;
+    const converted = await convertLocally(ctx, src);
+    if (converted) {
+      path = converted;
       compression = "none";
     } else {
       ctx.steps.note(
@@ -224,12 +189,9 @@ async function prepareFile(
 export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
   const sourceName = "path" in opts.image ? opts.image.path : opts.image.url;
   const ctx = new RunContext(opts, sourceName);
-  const t0 = Date.now();
   const userLabels = opts.labels ?? {};
-  let outcome: UploadResult | undefined;
-  let failure: unknown;
   let early: LocalStream | undefined;
-  try {
+  const run = async (): Promise<UploadResult> => {
     // 1. inspect
     checkUserLabels(userLabels);
     if (opts.architecture !== undefined && opts.architecture !== "x86" && opts.architecture !== "arm") {
@@ -238,20 +200,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
         `Unknown architecture ${String(opts.architecture)}; use x86 or arm`,
       );
     }
-    const srcOpts = {
-      ...(opts.compression ? { compression: opts.compression } : {}),
-      ...(opts.format ? { format: opts.format } : {}),
-      ...(opts.tools ? { tools: opts.tools } : {}),
-      ...(opts.storeDir ? { storeDir: opts.storeDir } : {}),
-      signal: ctx.signal,
-    };
-    const input = opts.image;
-    const src = await ctx.steps.run<ImageSource>(
-      "inspect",
-      () => ("path" in input ? openFileSource(input.path, srcOpts) : openUrlSource(input.url, srcOpts)),
-      (s) =>
-        `${s.format}${s.compression !== "none" ? `, ${s.compression}-compressed` : ""}, ${s.kind === "file" ? `${s.fileSize} bytes` : s.contentLength !== undefined ? `${s.contentLength} bytes` : "size unknown"}`,
-    );
+    const src = await inspectSource(ctx, opts.image, opts.storeDir);
     const storeId = src.kind === "file" && opts.useStoreIdentity !== false ? src.storeIdentity : undefined;
     let hashFirst = src.kind === "file" && !opts.force && storeId === undefined;
 
@@ -277,7 +226,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
         (c) => `${c.serverTypes.length} server types, ${c.locations.length} locations`,
       );
     const upfrontSize = src.rawSize;
-    let prepared: Prepared;
+    let prepared: LocalImage;
     let plan: Plan;
     /** True when no snapshot of this raw size exists: the content cannot be a duplicate. */
     let sizeRuledOut = false;
@@ -311,7 +260,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       const [prep, early0] = await Promise.all([
         src.kind === "file"
           ? prepareFile(ctx, src, opts, hashFirst)
-          : Promise.resolve<Prepared>({
+          : Promise.resolve<LocalImage>({
               compression: src.compression,
               remoteFormat: src.format,
               ...(src.rawSize !== undefined ? { rawSize: src.rawSize } : {}),
@@ -344,49 +293,16 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
         (i) => (i ? `found snapshot ${i.id}` : "no snapshot with this content yet"),
       );
       if (existing) {
-        outcome = reusedResult(ctx, existing, src, prepared, t0);
-        return outcome;
+        return reusedResult(ctx, existing, src, prepared);
       }
     } else {
       ctx.steps.skip("lookup", opts.force ? "--force" : "content hash known only after writing");
     }
 
     // Start reading and compressing now, so it overlaps with the server's creation and boot.
-    const codec: CodecSpec = opts.codec ?? { codec: defaultCodec(opts.tools) };
-    const writePlan: WritePlan = {
-      ...(prepared.path !== undefined ? { path: prepared.path } : {}),
-      ...(src.kind === "url" ? { url: src.url } : {}),
-      ...(src.kind === "url" && src.contentLength !== undefined ? { downloadBytes: src.contentLength } : {}),
-      compression: prepared.compression,
-      remoteFormat: prepared.remoteFormat,
-      codec,
-      ...(prepared.sha256 ? { payloadSha256: prepared.sha256 } : {}),
-      ...(src.format === "qcow2" ? { virtualSize: src.qcow2VirtualSize } : {}),
-    };
-    if (prepared.remoteFormat === "raw" && prepared.rawSize !== undefined)
-      writePlan.expectedBytes = prepared.rawSize;
-    if (prepared.remoteFormat === "qcow2") {
-      const qsize = src.kind === "file" ? src.fileSize : src.contentLength;
-      if (qsize !== undefined) writePlan.expectedBytes = qsize;
-    }
-    if (
-      src.kind === "url" &&
-      src.compression === "none" &&
-      src.contentLength !== undefined &&
-      src.format === "raw"
-    ) {
-      writePlan.expectedBytes = src.contentLength;
-    }
-    if (writePlan.path !== undefined) {
-      early = startLocalStream({
-        path: writePlan.path,
-        fileCompression: writePlan.compression,
-        codec,
-        hash: writePlan.payloadSha256 === undefined,
-        readAheadBytes: opts.readAheadBytes ?? 64 * 1024 * 1024,
-        ...(opts.tools ? { tools: opts.tools } : {}),
-      });
-    }
+    const writePlan = planWrite(ctx, src, prepared);
+    const path = writePlan.path;
+    if (path !== undefined) early = startStream(ctx, { ...writePlan, path });
 
     // 5-8. key, server, rescue, power on
     const key = await createTemporaryKey(ctx, "upload");
@@ -412,15 +328,13 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
         (i) => (i ? `found snapshot ${i.id}; not creating another` : "no snapshot with this content yet"),
       );
       if (existing) {
-        outcome = reusedResult(
+        return reusedResult(
           ctx,
           existing,
           src,
           { ...prepared, sha256: written.sha256, rawSize: written.rawSize },
-          t0,
           written.transfer,
         );
-        return outcome;
       }
     }
 
@@ -448,7 +362,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       },
       (i) => `image ${i.id}`,
     );
-    outcome = {
+    return {
       imageId: image.id,
       reused: false,
       description: image.description,
@@ -460,41 +374,20 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       sourceCompression: src.compression,
       sourceFormat: src.format,
       transfer: written.transfer,
-      bytesRead: ctx.bytesRead,
-      bytesSent: ctx.bytesSent,
       bytesHashed: ctx.bytesHashed,
       serverType: candidate.serverType,
       location: candidate.location,
-      runId: ctx.runId,
-      steps: ctx.steps.timings,
-      durationMs: 0,
-      leftovers: [],
+      ...ctx.outcome(),
     };
-    return outcome;
-  } catch (err) {
-    failure = opts.signal?.aborted ? abortError(opts.signal, "upload") : err;
-    throw failure;
-  } finally {
-    early?.destroy();
-    if (!ctx.inner.signal.aborted) ctx.inner.abort(new Error("run finished"));
-    const report = await ctx.cleanup();
-    if (outcome) {
-      outcome.leftovers = report.leftovers;
-      outcome.durationMs = Date.now() - t0;
-      outcome.steps = ctx.steps.timings;
-    } else if (report.leftovers.length > 0) {
-      // eslint-disable-next-line no-unsafe-finally
-      throw new CleanupIncompleteError(failure, report.leftovers);
-    }
-  }
+  };
+  return runWithCleanup(ctx, "upload", run, () => early?.destroy());
 }
 
 function reusedResult(
   ctx: RunContext,
   existing: Image,
   src: ImageSource,
-  prepared: Prepared,
-  t0: number,
+  prepared: LocalImage,
   transfer?: string,
 ): UploadResult {
   return {
@@ -509,13 +402,8 @@ function reusedResult(
     sourceCompression: src.compression,
     sourceFormat: src.format,
     ...(transfer ? { transfer } : {}),
-    bytesRead: ctx.bytesRead,
-    bytesSent: ctx.bytesSent,
     bytesHashed: ctx.bytesHashed,
-    runId: ctx.runId,
-    steps: ctx.steps.timings,
-    durationMs: Date.now() - t0,
-    leftovers: [],
+    ...ctx.outcome(),
   };
 }
 

@@ -9,9 +9,10 @@ import type { HCloudClient } from "../hcloud/client.js";
 import { isHCloudError } from "../hcloud/errors.js";
 import type { Architecture, Labels, Location, Server, ServerType } from "../hcloud/schema.js";
 import { connect, generateKeyPair, type SshConnection, type SshKeyPair } from "../ssh/index.js";
-import type { CodecSpec } from "./compress.js";
-import { UploadError, abortError, throwIfAborted } from "./errors.js";
-import type { EventSink, StepRunner } from "./events.js";
+import { defaultCodec, type CodecSpec } from "./compress.js";
+import { convertQcow2ToRaw } from "./convert.js";
+import { CleanupIncompleteError, UploadError, abortError, throwIfAborted, type Leftover } from "./errors.js";
+import type { EventSink, StepRunner, StepTiming } from "./events.js";
 import { StepRunner as Runner } from "./events.js";
 import { newRunId, temporaryLabels, temporaryName } from "./identity.js";
 import type { Candidate, Plan } from "./plan.js";
@@ -32,9 +33,16 @@ import {
   sshKeyResource,
   type CleanupReport,
 } from "./resources.js";
-import type { Compression, ImageFormat } from "./source.js";
+import {
+  openFileSource,
+  openUrlSource,
+  type Compression,
+  type FileSource,
+  type ImageFormat,
+  type ImageSource,
+} from "./source.js";
 import { startLocalStream, type LocalStream } from "./stream.js";
-import type { LocalTools } from "./tools.js";
+import { tool, type LocalTools } from "./tools.js";
 
 export type ImageInput = { path: string } | { url: string };
 
@@ -147,6 +155,18 @@ export class RunContext {
     return this.client.waitForActions(actions, { signal: this.signal, timeoutMs });
   }
 
+  /** The run's part of a result, as of now (runWithCleanup completes leftovers, duration and steps at the end). */
+  outcome(): RunOutcome {
+    return {
+      runId: this.runId,
+      bytesRead: this.bytesRead,
+      bytesSent: this.bytesSent,
+      steps: this.steps.timings,
+      durationMs: Date.now() - this.startedMs,
+      leftovers: [],
+    };
+  }
+
   /** Run cleanup with its own signal; returns the report (never throws). */
   async cleanup(): Promise<CleanupReport> {
     const signal = this.opts.cleanupSignal ?? new AbortController().signal;
@@ -169,7 +189,151 @@ export class RunContext {
   }
 }
 
+/** What every operation's result reports about the run itself. */
+export interface RunOutcome {
+  runId: string;
+  /** Bytes read from the local source for sending (the data phase). */
+  bytesRead: number;
+  /** Bytes sent over SSH (after compression). */
+  bytesSent: number;
+  steps: StepTiming[];
+  durationMs: number;
+  /** Temporary resources cleanup could not remove (empty normally). */
+  leftovers: Leftover[];
+}
+
+/**
+ * Runs an operation's steps, then always cleans up with its own signal (success, error or abort). A result gets the
+ * leftovers, the total duration and the final step timings; a failure that leaves something behind becomes a
+ * CleanupIncompleteError naming it. `what` names the operation in an abort error.
+ */
+export async function runWithCleanup<T extends RunOutcome>(
+  ctx: RunContext,
+  what: string,
+  body: () => Promise<T>,
+  /** Called first when the body has settled, before cleanup (e.g. to stop a local stream). */
+  settled?: () => void,
+): Promise<T> {
+  let outcome: T | undefined;
+  let failure: unknown;
+  try {
+    outcome = await body();
+    return outcome;
+  } catch (err) {
+    failure = ctx.opts.signal?.aborted ? abortError(ctx.opts.signal, what) : err;
+    throw failure;
+  } finally {
+    settled?.();
+    if (!ctx.inner.signal.aborted) ctx.inner.abort(new Error("run finished"));
+    const report = await ctx.cleanup();
+    if (outcome) {
+      outcome.leftovers = report.leftovers;
+      outcome.durationMs = Date.now() - ctx.startedMs;
+      outcome.steps = ctx.steps.timings;
+    } else if (report.leftovers.length > 0) {
+      // eslint-disable-next-line no-unsafe-finally
+      throw new CleanupIncompleteError(failure, report.leftovers);
+    }
+  }
+}
+
 // ---- Steps shared with write-to-disk ----
+
+/** Step "inspect": open the file or URL and sniff its compression and format. */
+export function inspectSource(ctx: RunContext, input: ImageInput, storeDir?: string): Promise<ImageSource> {
+  const { compression, format, tools } = ctx.opts;
+  const srcOpts = {
+    ...(compression ? { compression } : {}),
+    ...(format ? { format } : {}),
+    ...(tools ? { tools } : {}),
+    ...(storeDir ? { storeDir } : {}),
+    signal: ctx.signal,
+  };
+  return ctx.steps.run<ImageSource>(
+    "inspect",
+    () => ("path" in input ? openFileSource(input.path, srcOpts) : openUrlSource(input.url, srcOpts)),
+    (s) =>
+      `${s.format}${s.compression !== "none" ? `, ${s.compression}-compressed` : ""}, ${s.kind === "file" ? `${s.fileSize} bytes` : s.contentLength !== undefined ? `${s.contentLength} bytes` : "size unknown"}`,
+  );
+}
+
+/**
+ * Step "convert": a qcow2 file to a raw file on this machine with qemu-img, registered for removal. Returns the raw
+ * file, or undefined when qemu-img is not installed here (the rescue system converts it then).
+ */
+export async function convertLocally(ctx: RunContext, src: FileSource): Promise<string | undefined> {
+  const qemuImg = tool(ctx.opts.tools, "qemuImg");
+  if (!qemuImg) return undefined;
+  const converted = await ctx.steps.run(
+    "convert",
+    () =>
+      convertQcow2ToRaw(qemuImg, src.realPath, {
+        ...(ctx.opts.tmpDir ? { dir: ctx.opts.tmpDir } : {}),
+        signal: ctx.signal,
+      }),
+    `qcow2 -> raw with qemu-img (${src.qcow2VirtualSize} bytes)`,
+  );
+  ctx.registry.add({
+    kind: "file",
+    name: converted.rawPath,
+    removeHint: `rm -r ${converted.rawPath.replace(/\/image\.raw$/, "")}`,
+    remove: () => converted.remove(),
+  });
+  return converted.rawPath;
+}
+
+/** The image as this machine sends it (after a local conversion or hash pass, if any). */
+export interface LocalImage {
+  /** The file to stream (converted raw for a qcow2 converted here); none for a URL. */
+  path?: string;
+  /** Compression of that file (or of the URL's bytes). */
+  compression: Compression;
+  /** raw: written directly; qcow2: converted in the rescue system. */
+  remoteFormat: ImageFormat;
+  /** sha256/size of the raw image when hashed before creating anything. */
+  sha256?: string;
+  rawSize?: number;
+}
+
+/** What the data phase sends and what the rescue system checks, for a source and its local form. */
+export function planWrite(ctx: RunContext, src: ImageSource, local: LocalImage): WritePlan {
+  const wp: WritePlan = {
+    ...(local.path !== undefined ? { path: local.path } : {}),
+    ...(src.kind === "url" ? { url: src.url } : {}),
+    ...(src.kind === "url" && src.contentLength !== undefined ? { downloadBytes: src.contentLength } : {}),
+    compression: local.compression,
+    remoteFormat: local.remoteFormat,
+    codec: ctx.opts.codec ?? { codec: defaultCodec(ctx.opts.tools) },
+    ...(local.sha256 ? { payloadSha256: local.sha256 } : {}),
+    ...(src.format === "qcow2" ? { virtualSize: src.qcow2VirtualSize } : {}),
+  };
+  if (local.remoteFormat === "raw" && local.rawSize !== undefined) wp.expectedBytes = local.rawSize;
+  if (local.remoteFormat === "qcow2") {
+    const qsize = src.kind === "file" ? src.fileSize : src.contentLength;
+    if (qsize !== undefined) wp.expectedBytes = qsize;
+  }
+  if (
+    src.kind === "url" &&
+    src.compression === "none" &&
+    src.contentLength !== undefined &&
+    src.format === "raw"
+  ) {
+    wp.expectedBytes = src.contentLength;
+  }
+  return wp;
+}
+
+/** Start reading (and compressing) a write plan's file; the read-ahead fills while the server boots. */
+export function startStream(ctx: RunContext, wp: WritePlan & { path: string }): LocalStream {
+  return startLocalStream({
+    path: wp.path,
+    fileCompression: wp.compression,
+    codec: wp.codec,
+    hash: wp.payloadSha256 === undefined,
+    readAheadBytes: ctx.opts.readAheadBytes ?? 64 * 1024 * 1024,
+    ...(ctx.opts.tools ? { tools: ctx.opts.tools } : {}),
+  });
+}
 
 export async function fetchCatalogue(ctx: RunContext): Promise<Catalogue> {
   const [serverTypes, locations] = await Promise.all([
@@ -427,17 +591,9 @@ async function writeOnce(
     "write",
     async () => {
       if (wp.url !== undefined) return writeFromUrl(ctx, conn, wp);
-      if (wp.path === undefined) throw new Error("write plan without path or url");
-      const stream =
-        early ??
-        startLocalStream({
-          path: wp.path,
-          fileCompression: wp.compression,
-          codec: wp.codec,
-          hash: wp.payloadSha256 === undefined,
-          readAheadBytes: ctx.opts.readAheadBytes ?? 64 * 1024 * 1024,
-          ...(ctx.opts.tools ? { tools: ctx.opts.tools } : {}),
-        });
+      const path = wp.path;
+      if (path === undefined) throw new Error("write plan without path or url");
+      const stream = early ?? startStream(ctx, { ...wp, path });
       const input: WriteInput = { kind: "stdin" };
       const script = writeScript({
         input,
@@ -450,7 +606,7 @@ async function writeOnce(
       const baseSent = ctx.bytesSent;
       let lastEmit = 0;
       // Progress counts bytes read from the local file.
-      const total = (await stat(wp.path)).size;
+      const total = (await stat(path)).size;
       const emit = (force = false) => {
         const now = Date.now();
         if (!force && now - lastEmit < 200) return;

@@ -13,6 +13,7 @@
 import { readFileSync } from "node:fs";
 import { Ajv, type ValidateFunction } from "ajv";
 import addFormatsModule from "ajv-formats";
+import type { Exchange } from "../../src/emulator/index.js";
 
 type Json = Record<string, unknown>;
 
@@ -243,15 +244,7 @@ export class ContractChecker {
   }
 
   /** Shape of the emulator's onExchange hook. */
-  exchange = (e: {
-    method: string;
-    path: string;
-    query: URLSearchParams;
-    requestBody: unknown;
-    status: number;
-    responseBody: unknown;
-    responseHeaders: Record<string, string>;
-  }): void => {
+  exchange = (e: Exchange): void => {
     if (e.status < 400) this.request(e.method, e.path, e.query.entries(), e.requestBody);
     this.response(e.method, e.path, e.status, e.responseBody, e.responseHeaders);
   };

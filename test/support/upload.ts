@@ -11,11 +11,31 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { createRescueHostManager } from "../../src/emulator/rescue/index.js";
-import { HCloudClient } from "../../src/hcloud/index.js";
+import { uploadImage, type UploadOptions, type UploadResult } from "../../src/upload/index.js";
+import { HCloudClient, type Server } from "../../src/hcloud/index.js";
 import { startTestEmulator, type TestEmulator, type TestEmulatorOptions } from "./emulator.js";
 
 export const run = promisify(execFile);
 export const MiB = 1024 * 1024;
+
+/** Waits of the upload tests: fast polling, bounded waits. */
+export const waits = { pollIntervalMs: 30, actionTimeoutMs: 60_000, shutdownTimeoutMs: 30_000 };
+
+/** Upload `image` as an x86 snapshot with the test waits; `extra` adds or overrides options. */
+export function uploadX86(
+  env: UploadTestEnv,
+  image: UploadOptions["image"],
+  extra: Partial<UploadOptions> = {},
+): Promise<UploadResult> {
+  return uploadImage({ client: env.client, image, architecture: "x86", waits, ...extra });
+}
+
+/** An image file with its content hash and size. */
+export interface TestImage {
+  path: string;
+  sha: string;
+  size: number;
+}
 
 export interface UploadTestEnv {
   te: TestEmulator;
@@ -26,6 +46,8 @@ export interface UploadTestEnv {
   rescueDir: string;
   /** A client with the given token (e.g. a wrong one). */
   clientWithToken(token: string): HCloudClient;
+  /** A new raw image in `dir` with distinct content each time (so nothing is deduplicated); see makeRawImage. */
+  freshImage(totalMiB: number, randomMiB: number): Promise<TestImage>;
   close(): Promise<void>;
 }
 
@@ -56,12 +78,18 @@ export async function startUploadEnv(
     throw err;
   }
   const client = fastClient(te.emulator.endpoint, te.token);
+  let images = 0;
   return {
     te,
     client,
     dir,
     rescueDir,
     clientWithToken: (token) => fastClient(te.emulator.endpoint, token),
+    async freshImage(totalMiB, randomMiB) {
+      const path = join(dir, `fresh-${++images}.raw`);
+      const buf = await makeRawImage(path, totalMiB, randomMiB);
+      return { path, sha: sha256(buf), size: buf.length };
+    },
     async close() {
       try {
         await te.close();
@@ -145,6 +173,11 @@ export async function makeRawImage(path: string, totalMiB: number, randomMiB: nu
   return buf;
 }
 
+/** The raw image `raw` converted to qcow2 at `path` with qemu-img. */
+export async function makeQcow2Image(raw: string, path: string): Promise<void> {
+  await run("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", raw, path]);
+}
+
 /** A small ext4 filesystem image made with `mke2fs -d` from a directory with a few files. */
 export async function makeExt4Image(path: string, sizeMiB: number, work: string): Promise<void> {
   const content = join(work, "ext4-content");
@@ -196,4 +229,28 @@ export async function clearFaults(env: UploadTestEnv): Promise<void> {
   });
   await res.body?.cancel();
   assert.ok(res.status < 300, `clearing faults answered ${res.status}`);
+}
+
+/**
+ * Runs `fn` with a normal (non-temporary) cx23 server to write to, created and running, and deletes the server
+ * afterwards whatever `fn` does.
+ */
+export async function withTargetServer<T>(
+  env: UploadTestEnv,
+  target: { name: string; location?: string },
+  fn: (server: Server) => Promise<T>,
+): Promise<T> {
+  const created = await env.client.servers.create({
+    name: target.name,
+    server_type: "cx23",
+    image: "ubuntu-24.04",
+    ...(target.location ? { location: target.location } : {}),
+  });
+  await env.client.waitForActions([created.action as never, ...created.nextActions], { timeoutMs: 30_000 });
+  try {
+    return await fn(created.server);
+  } finally {
+    const action = await env.client.servers.delete(created.server.id);
+    await env.client.waitForActions([action], { timeoutMs: 30_000 });
+  }
 }

@@ -1,14 +1,6 @@
 import type { Command } from "commander";
 import { cleanupTemporary, parseDuration, type CleanupItem } from "../../upload/index.js";
-import {
-  checkChoice,
-  describeError,
-  errorJson,
-  exitCodeFor,
-  makeClient,
-  withClientFlags,
-  type ClientFlags,
-} from "./upload.js";
+import { checkChoice, makeClient, reportFailure, withClientFlags, type ClientFlags } from "../shared.js";
 
 interface CleanupFlags extends ClientFlags {
   olderThan: string;
@@ -48,9 +40,7 @@ async function run(flags: CleanupFlags): Promise<void> {
     }
     process.exitCode = r.failed.length ? 1 : 0;
   } catch (err) {
-    if (json) process.stdout.write(`${JSON.stringify({ error: errorJson(err) }, null, 2)}\n`);
-    else process.stderr.write(`hetznix cleanup: ${describeError(err)}\n`);
-    process.exitCode = exitCodeFor(err);
+    reportFailure("cleanup", json, err);
   }
 }
 

@@ -1,41 +1,35 @@
 import { basename } from "node:path";
 import type { Command } from "commander";
-import { clientFromEnvironment, type HCloudClient } from "../../hcloud/client.js";
-import { HCloudConfigError, HCloudError, HCloudNetworkError } from "../../hcloud/errors.js";
 import type { Architecture } from "../../hcloud/schema.js";
-import { createProgressRenderer, chooseMode, type ProgressRenderer } from "../../ui/progress.js";
+import type { ProgressRenderer } from "../../ui/progress.js";
 import { formatBytes, formatDuration } from "../../ui/format.js";
 import {
-  CODECS,
-  COMPRESSIONS,
-  FORMATS,
-  CleanupIncompleteError,
   UploadError,
   describeLeftovers,
   parseLabels,
   readManifest,
   uploadImages,
-  type Codec,
-  type CodecSpec,
-  type Compression,
-  type ImageFormat,
   type ManifestEntry,
   type UploadOptions,
   type UploadResult,
 } from "../../upload/index.js";
-
-export interface ClientFlags {
-  context?: string;
-  endpoint?: string;
-}
-
-export interface SharedFlags extends ClientFlags {
-  compression: string;
-  format: string;
-  output: string;
-  codec?: string;
-  codecLevel?: string;
-}
+import {
+  UsageError,
+  checkChoice,
+  codecFromFlags,
+  collect,
+  describeError,
+  errorJson,
+  exitCodeFor,
+  imageChoices,
+  installSignals,
+  makeClient,
+  reportFailure,
+  runJson,
+  startProgress,
+  withSharedFlags,
+  type SharedFlags,
+} from "../shared.js";
 
 interface UploadFlags extends SharedFlags {
   imagePath?: string[];
@@ -49,147 +43,7 @@ interface UploadFlags extends SharedFlags {
   force?: boolean;
 }
 
-export function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
-/** A usage error: exit status 2, nothing created. */
-export class UsageError extends Error {}
-
-export function makeClient(flags: ClientFlags): HCloudClient {
-  return clientFromEnvironment({
-    ...(flags.context ? { context: flags.context } : {}),
-    ...(flags.endpoint ? { endpoint: flags.endpoint } : {}),
-  });
-}
-
-/** --endpoint and --context: where the API is and which token to use. */
-export function withClientFlags(cmd: Command): Command {
-  return cmd
-    .option("--endpoint <url>", "API endpoint (default: HCLOUD_ENDPOINT, else https://api.hetzner.cloud/v1)")
-    .option(
-      "--context <name>",
-      "hcloud CLI context to take the token from (default: HCLOUD_TOKEN, else the active context)",
-    );
-}
-
-export function checkChoice<T extends string>(flag: string, value: string, allowed: readonly T[]): T {
-  if (!allowed.includes(value as T))
-    throw new UsageError(`${flag} must be one of ${allowed.join(", ")} (got ${value})`);
-  return value as T;
-}
-
-export function codecFromFlags(flags: SharedFlags): CodecSpec | undefined {
-  if (flags.codec === undefined && flags.codecLevel === undefined) return undefined;
-  const codec = flags.codec === undefined ? "zstd" : checkChoice<Codec>("--codec", flags.codec, CODECS);
-  const spec: CodecSpec = { codec };
-  if (flags.codecLevel !== undefined) {
-    const level = Number(flags.codecLevel);
-    if (!Number.isInteger(level) || level < 1 || level > 22)
-      throw new UsageError("--codec-level must be 1..22");
-    spec.level = level;
-  }
-  return spec;
-}
-
-export function withSharedFlags(cmd: Command): Command {
-  return withClientFlags(cmd)
-    .option("--compression <kind>", `compression of the image: auto, ${COMPRESSIONS.join(", ")}`, "auto")
-    .option("--format <format>", `image format: auto, ${FORMATS.join(", ")}`, "auto")
-    .option("--output <format>", "text or json", "text")
-    .option(
-      "--codec <codec>",
-      `wire compression for uncompressed images: ${CODECS.join(", ")} (default zstd)`,
-    )
-    .option("--codec-level <n>", "compression level of --codec");
-}
-
-/**
- * Ctrl-C / SIGTERM: the first aborts the operation (cleanup still runs), the second aborts cleanup (what is left is
- * printed), a third exits at once.
- */
-export function installSignals(command: string): {
-  signal: AbortSignal;
-  cleanupSignal: AbortSignal;
-  dispose(): void;
-} {
-  const run = new AbortController();
-  const cleanup = new AbortController();
-  let count = 0;
-  const handler = (sig: NodeJS.Signals) => {
-    count++;
-    if (count === 1) {
-      process.stderr.write(
-        `\nhetznix ${command}: ${sig}: stopping and removing temporary resources (press Ctrl-C again to stop cleanup)\n`,
-      );
-      run.abort(new UploadError("aborted", `interrupted by ${sig}`));
-    } else if (count === 2) {
-      process.stderr.write(
-        `\nhetznix ${command}: ${sig} again: stopping cleanup; what is left is listed below\n`,
-      );
-      cleanup.abort(new UploadError("aborted", `cleanup interrupted by ${sig}`));
-    } else {
-      process.exit(130);
-    }
-  };
-  process.on("SIGINT", handler);
-  process.on("SIGTERM", handler);
-  return {
-    signal: run.signal,
-    cleanupSignal: cleanup.signal,
-    dispose() {
-      process.off("SIGINT", handler);
-      process.off("SIGTERM", handler);
-    },
-  };
-}
-
-/** One line (or a few) for an error, with advice for the common cases. */
-export function describeError(err: unknown): string {
-  if (err instanceof HCloudError) {
-    if (err.status === 401) {
-      return `The Hetzner Cloud API rejected the token (401 ${err.code}); check HCLOUD_TOKEN or the hcloud context`;
-    }
-    return `Hetzner Cloud API error: ${err.message}`;
-  }
-  if (err instanceof HCloudNetworkError) return `Cannot reach the Hetzner Cloud API: ${err.message}`;
-  if (err instanceof HCloudConfigError) return err.message;
-  if (err instanceof CleanupIncompleteError) return err.message;
-  if (err instanceof Error) return err.message;
-  return String(err);
-}
-
-export function errorCode(err: unknown): string {
-  if (err instanceof UploadError) return err.code;
-  if (err instanceof CleanupIncompleteError) return err.code;
-  if (err instanceof HCloudError) return err.code;
-  if (err instanceof HCloudNetworkError) return `network_${err.kind}`;
-  if (err instanceof HCloudConfigError) return "config";
-  if (err instanceof UsageError) return "usage";
-  return "error";
-}
-
-export function errorJson(err: unknown): Record<string, unknown> {
-  return {
-    code: errorCode(err),
-    message: describeError(err),
-    ...(err instanceof CleanupIncompleteError ? { leftovers: err.leftovers } : {}),
-  };
-}
-
-export function exitCodeFor(err: unknown): number {
-  if (err instanceof UsageError) return 2;
-  if (err instanceof UploadError && err.code === "aborted") return 130;
-  if (
-    err instanceof CleanupIncompleteError &&
-    err.cause instanceof UploadError &&
-    err.cause.code === "aborted"
-  )
-    return 130;
-  return 1;
-}
-
-export function resultJson(r: UploadResult): Record<string, unknown> {
+function resultJson(r: UploadResult): Record<string, unknown> {
   return {
     image_id: r.imageId,
     reused: r.reused,
@@ -207,16 +61,7 @@ export function resultJson(r: UploadResult): Record<string, unknown> {
     bytes_hashed: r.bytesHashed,
     server_type: r.serverType ?? null,
     location: r.location ?? null,
-    run_id: r.runId,
-    duration_ms: r.durationMs,
-    steps: r.steps.map((s) => ({
-      step: s.step,
-      status: s.status,
-      duration_ms: s.durationMs,
-      start_ms: s.startMs,
-      ...(s.detail ? { detail: s.detail } : {}),
-    })),
-    leftovers: r.leftovers,
+    ...runJson(r),
   };
 }
 
@@ -226,13 +71,7 @@ interface Job {
 }
 
 function buildJobs(flags: UploadFlags, manifest: ManifestEntry[] | undefined): Job[] {
-  const shared = {
-    compression: checkChoice<Compression | "auto">("--compression", flags.compression, [
-      "auto",
-      ...COMPRESSIONS,
-    ]),
-    format: checkChoice<ImageFormat | "auto">("--format", flags.format, ["auto", ...FORMATS]),
-  };
+  const shared = imageChoices(flags);
   const userLabels = parseLabels(flags.labels);
   const codec = codecFromFlags(flags);
   const common = {
@@ -313,11 +152,7 @@ async function run(flags: UploadFlags): Promise<void> {
     const jobs = buildJobs(flags, manifest);
     const client = makeClient(flags);
     const multi = jobs.length > 1;
-    renderer = createProgressRenderer({
-      mode: chooseMode(json ? "json" : "text", process.stderr),
-      out: process.stderr,
-      multi,
-    });
+    renderer = startProgress(json, multi);
     const names = jobs.map((j) => (multi ? basename(j.name) : j.name));
     const settled = await uploadImages(
       jobs.map((j, i) => ({
@@ -360,9 +195,7 @@ async function run(flags: UploadFlags): Promise<void> {
     process.exitCode = worst;
   } catch (err) {
     renderer?.finish();
-    if (json) process.stdout.write(`${JSON.stringify({ error: errorJson(err) }, null, 2)}\n`);
-    else process.stderr.write(`hetznix upload: ${describeError(err)}\n`);
-    process.exitCode = exitCodeFor(err);
+    reportFailure("upload", json, err);
   } finally {
     signals.dispose();
   }

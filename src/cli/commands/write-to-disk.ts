@@ -1,27 +1,20 @@
 import type { Command } from "commander";
-import { createProgressRenderer, chooseMode, type ProgressRenderer } from "../../ui/progress.js";
+import type { ProgressRenderer } from "../../ui/progress.js";
 import { formatBytes, formatDuration } from "../../ui/format.js";
-import {
-  COMPRESSIONS,
-  FORMATS,
-  describeLeftovers,
-  writeToDisk,
-  type Compression,
-  type ImageFormat,
-  type WriteToDiskResult,
-} from "../../upload/index.js";
+import { describeLeftovers, writeToDisk, type WriteToDiskResult } from "../../upload/index.js";
 import {
   UsageError,
   checkChoice,
   codecFromFlags,
-  describeError,
-  errorJson,
-  exitCodeFor,
+  imageChoices,
   installSignals,
   makeClient,
+  reportFailure,
+  runJson,
+  startProgress,
   withSharedFlags,
   type SharedFlags,
-} from "./upload.js";
+} from "../shared.js";
 
 interface WriteFlags extends SharedFlags {
   server?: string;
@@ -43,16 +36,7 @@ function resultJson(r: WriteToDiskResult): Record<string, unknown> {
     bytes_read: r.bytesRead,
     bytes_sent: r.bytesSent,
     started: r.started,
-    run_id: r.runId,
-    duration_ms: r.durationMs,
-    steps: r.steps.map((s) => ({
-      step: s.step,
-      status: s.status,
-      duration_ms: s.durationMs,
-      start_ms: s.startMs,
-      ...(s.detail ? { detail: s.detail } : {}),
-    })),
-    leftovers: r.leftovers,
+    ...runJson(r),
   };
 }
 
@@ -66,17 +50,10 @@ async function run(flags: WriteFlags): Promise<void> {
     if ((flags.imagePath === undefined) === (flags.imageUrl === undefined)) {
       throw new UsageError("give exactly one of --image-path FILE and --image-url URL");
     }
-    const compression = checkChoice<Compression | "auto">("--compression", flags.compression, [
-      "auto",
-      ...COMPRESSIONS,
-    ]);
-    const format = checkChoice<ImageFormat | "auto">("--format", flags.format, ["auto", ...FORMATS]);
+    const { compression, format } = imageChoices(flags);
     const codec = codecFromFlags(flags);
     const client = makeClient(flags);
-    renderer = createProgressRenderer({
-      mode: chooseMode(json ? "json" : "text", process.stderr),
-      out: process.stderr,
-    });
+    renderer = startProgress(json);
     const r = await writeToDisk({
       client,
       server: /^\d+$/.test(flags.server) ? Number(flags.server) : flags.server,
@@ -100,9 +77,7 @@ async function run(flags: WriteFlags): Promise<void> {
     process.exitCode = r.leftovers.length ? 1 : 0;
   } catch (err) {
     renderer?.finish();
-    if (json) process.stdout.write(`${JSON.stringify({ error: errorJson(err) }, null, 2)}\n`);
-    else process.stderr.write(`hetznix write-to-disk: ${describeError(err)}\n`);
-    process.exitCode = exitCodeFor(err);
+    reportFailure("write-to-disk", json, err);
   } finally {
     signals.dispose();
   }

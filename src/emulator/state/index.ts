@@ -190,6 +190,19 @@ function labelProblems(labels: Labels): FieldProblem[] {
   return [{ name: "labels", messages: problems.map((p) => `${p.part} '${p.key}': ${p.message}`) }];
 }
 
+/** Throws invalid_input when labels break the label rules. */
+function checkLabels(labels: Labels): void {
+  const problems = labelProblems(labels);
+  if (problems.length > 0) throw invalidInput(problems);
+}
+
+/** The record with this id, or a not_found error naming it (`what`, e.g. "SSH key"). */
+function required<T>(records: Map<number, T>, id: number, what: string): T {
+  const record = records.get(id);
+  if (!record) throw notFound(`${what} with ID '${id}'`);
+  return record;
+}
+
 export class EmulatorState {
   private readonly servers = new Map<number, ServerRecord>();
   private readonly images = new Map<number, ImageRecord>();
@@ -321,9 +334,7 @@ export class EmulatorState {
   }
 
   getServer(id: number): ServerRecord {
-    const s = this.servers.get(id);
-    if (!s) throw notFound(`server with ID '${id}'`);
-    return s;
+    return required(this.servers, id, "server");
   }
 
   findServer(id: number): ServerRecord | undefined {
@@ -331,9 +342,7 @@ export class EmulatorState {
   }
 
   getImage(id: number): ImageRecord {
-    const i = this.images.get(id);
-    if (!i) throw notFound(`image with ID '${id}'`);
-    return i;
+    return required(this.images, id, "image");
   }
 
   findImage(id: number): ImageRecord | undefined {
@@ -341,15 +350,11 @@ export class EmulatorState {
   }
 
   getSshKey(id: number): SshKeyRecord {
-    const k = this.sshKeys.get(id);
-    if (!k) throw notFound(`SSH key with ID '${id}'`);
-    return k;
+    return required(this.sshKeys, id, "SSH key");
   }
 
   getAction(id: number): ActionRecord {
-    const a = this.actions.get(id);
-    if (!a) throw notFound(`action with ID '${id}'`);
-    return a;
+    return required(this.actions, id, "action");
   }
 
   findAction(id: number): ActionRecord | undefined {
@@ -559,12 +564,7 @@ export class EmulatorState {
 
   /** Boots the server: into the rescue system when enabled and not yet used, else normally. */
   private async boot(s: ServerRecord): Promise<void> {
-    await this.stopHost(s);
-    s.offAt = null;
-    if (s.inRescue) {
-      s.inRescue = false;
-      this.leaveRescue(s);
-    }
+    await this.halt(s);
     if (s.rescueEnabled && !s.rescueConsumed) {
       s.rescueConsumed = true;
       s.inRescue = true;
@@ -578,8 +578,8 @@ export class EmulatorState {
             ip,
             authorizedKeys: [...s.rescueKeys],
             diskPath: this.diskPath(s.disk),
-            onPowerOff: () => this.rescuePoweredOff(serverId),
-            onReboot: () => this.rescueRebooted(serverId),
+            onPowerOff: () => this.rescueEnded(serverId, "off"),
+            onReboot: () => this.rescueEnded(serverId, "running"),
           });
           host.dropAfterBytes = this.options.faults.sshDropAfter(serverId);
           this.hosts.set(serverId, host);
@@ -612,18 +612,26 @@ export class EmulatorState {
     await host.stop();
   }
 
-  private async powerOff(s: ServerRecord): Promise<void> {
+  /** Stops what runs on the server (its rescue host, a pending guest shutdown); leaving rescue ends rescue mode. */
+  private async halt(s: ServerRecord): Promise<void> {
     await this.stopHost(s);
     s.offAt = null;
     if (s.inRescue) {
       s.inRescue = false;
       this.leaveRescue(s);
     }
+  }
+
+  private async powerOff(s: ServerRecord): Promise<void> {
+    await this.halt(s);
     s.status = "off";
   }
 
-  /** The rescue system powered itself off (poweroff/shutdown inside the host). */
-  private rescuePoweredOff(serverId: number): void {
+  /**
+   * The rescue system ended itself: powered off (poweroff/shutdown inside the host), or rebooted, so the server comes
+   * back with its normal system. Either way rescue is used up.
+   */
+  private rescueEnded(serverId: number, next: "off" | "running"): void {
     const s = this.servers.get(serverId);
     if (!s || this.closed) return;
     const host = this.hosts.get(serverId);
@@ -632,22 +640,8 @@ export class EmulatorState {
     if (s.status === "deleting") return;
     s.inRescue = false;
     this.leaveRescue(s);
-    s.offAt = null;
-    s.status = "off";
-    this.save();
-  }
-
-  /** The rescue system rebooted itself: the server comes back with its normal system (rescue is used up). */
-  private rescueRebooted(serverId: number): void {
-    const s = this.servers.get(serverId);
-    if (!s || this.closed) return;
-    const host = this.hosts.get(serverId);
-    this.hosts.delete(serverId);
-    void host?.stop().catch(() => undefined);
-    if (s.status === "deleting") return;
-    s.inRescue = false;
-    this.leaveRescue(s);
-    s.status = "running";
+    if (next === "off") s.offAt = null;
+    s.status = next;
     this.save();
   }
 
@@ -884,7 +878,7 @@ export class EmulatorState {
         result = { action: this.newAction("shutdown_server", res, this.ms("shutdownRequest")) };
         if (s.status === "running") {
           // ACPI: the guest decides when it is off. With a real rescue host we model its ACPI handling: the host
-          // goes down after the same delay (unless it powers itself off sooner, see rescuePoweredOff).
+          // goes down after the same delay (unless it powers itself off sooner, see rescueEnded).
           s.status = "stopping";
           s.offAt = Date.now() + this.ms("shutdownRequest") + this.ms("guestShutdown");
           this.scheduleGuestOff(s);
@@ -932,8 +926,7 @@ export class EmulatorState {
       }
       case "create_image": {
         const labels = input.labels ?? {};
-        const lp = labelProblems(labels);
-        if (lp.length > 0) throw invalidInput(lp);
+        checkLabels(labels);
         const type = findServerType(s.serverType);
         const source = s.imageId === null ? undefined : this.images.get(s.imageId);
         const imageId = this.nextIds.image++;
@@ -1007,10 +1000,7 @@ export class EmulatorState {
     // answer: 403 forbidden, the code for "not allowed on this resource").
     if (image.type === "system" || image.type === "app")
       throw new ApiError("forbidden", `image ${id} is a public image and cannot be changed`);
-    if (update.labels !== undefined) {
-      const lp = labelProblems(update.labels);
-      if (lp.length > 0) throw invalidInput(lp);
-    }
+    if (update.labels !== undefined) checkLabels(update.labels);
     if (update.type !== undefined) {
       if (update.type !== "snapshot") throw invalidField("type", "type can only be changed to snapshot");
       image.type = "snapshot";
@@ -1076,10 +1066,7 @@ export class EmulatorState {
 
   updateSshKey(id: number, update: { name?: string | undefined; labels?: Labels | undefined }): SshKeyRecord {
     const key = this.getSshKey(id);
-    if (update.labels !== undefined) {
-      const lp = labelProblems(update.labels);
-      if (lp.length > 0) throw invalidInput(lp);
-    }
+    if (update.labels !== undefined) checkLabels(update.labels);
     if (update.name !== undefined && update.name !== key.name) {
       if (update.name.length === 0) throw invalidField("name", "name must not be empty");
       if ([...this.sshKeys.values()].some((k) => k.name === update.name))
