@@ -2,19 +2,22 @@
  * The emulator with real rescue hosts (helper modules in src/emulator/rescue): enable_rescue + poweron boots an sshd
  * on the server's loopback address with /dev/sda = the server's disk; `poweroff` inside powers the server off and
  * ends rescue mode; create_image copies what was written; a server made from the snapshot starts with that data;
- * an ssh_drop fault reaches the running host; an API shutdown stops the host. Needs root (loop devices,
+ * and its own rescue system reads it back over SSH; an ssh_drop fault reaches the running host; an API shutdown
+ * stops the host; stopping the emulator leaves no sshd, loop device, mount or host directory. Needs root (loop devices,
  * namespaces) and OpenSSH's sshd.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import net from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { createRescueHostManager } from "../src/emulator/rescue/index.js";
 import { connect, execOrThrow, generateKeyPair } from "../src/ssh/index.js";
 import { startTestEmulator, type TestEmulator } from "./support/emulator.js";
-import { readAt } from "./support/disk.js";
+import { assertNoHostResidue, readAt } from "./support/disk.js";
 
 const canRun = process.getuid?.() === 0 && existsSync("/usr/sbin/sshd");
 const MiB = 1024 * 1024;
@@ -41,8 +44,15 @@ describe("emulator with real rescue hosts", { skip: !canRun && "needs root and /
   let t: TestEmulator;
   let keyId = 0;
 
+  let rescueDir = "";
+
   before(async () => {
-    t = await startTestEmulator({ ipPrefix: "127.77.15.", speed: 100, rescue: createRescueHostManager() });
+    rescueDir = await mkdtemp(join(tmpdir(), "hetznix-emulator-rescue-test-"));
+    t = await startTestEmulator({
+      ipPrefix: "127.77.15.",
+      speed: 100,
+      rescue: createRescueHostManager({ workDir: rescueDir }),
+    });
     const k = await t.api<{ ssh_key: { id: number } }>("POST", "/ssh_keys", {
       name: "rescue",
       public_key: keys.publicKey,
@@ -50,7 +60,12 @@ describe("emulator with real rescue hosts", { skip: !canRun && "needs root and /
     keyId = k.body.ssh_key.id;
   });
   after(async () => {
+    const stateDir = t?.stateDir;
     await t?.close();
+    // Stopping the emulator stops every rescue host: no sshd, loop device, mount or host directory is left.
+    if (stateDir) await assertNoHostResidue(stateDir, rescueDir);
+    assert.deepEqual(await readdir(rescueDir), [], "no rescue host directory is left");
+    await rm(rescueDir, { recursive: true, force: true });
   });
 
   async function server(id: number): Promise<ServerBody> {
@@ -145,6 +160,26 @@ describe("emulator with real rescue hosts", { skip: !canRun && "needs root and /
     await t.waitActions([c2.body.action.id], 30_000);
     const disk2 = join(t.stateDir, "disks", `server-${c2.body.server.id}.img`);
     assert.deepEqual(await readAt(disk2, 2 * MiB, MiB), pattern);
+
+    // ... and its own rescue system reads the same bytes from its /dev/sda over SSH.
+    const id2 = c2.body.server.id;
+    await action("POST", `/servers/${id2}/actions/enable_rescue`, { ssh_keys: [keyId] });
+    await action("POST", `/servers/${id2}/actions/poweron`);
+    const ip2 = (await server(id2)).public_net.ipv4.ip;
+    assert.notEqual(ip2, ip, "each server has its own address");
+    const conn2 = await connect({
+      host: ip2,
+      privateKey: keys.privateKey,
+      maxAttempts: 10,
+      maxTotalMs: 30_000,
+    });
+    try {
+      const read = await execOrThrow(conn2, "dd if=/dev/sda bs=64K skip=32 count=16 status=none | sha256sum");
+      const expected = createHash("sha256").update(pattern).digest("hex");
+      assert.equal(read.stdoutTail.trim().split(/\s+/)[0], expected);
+    } finally {
+      await conn2.close();
+    }
 
     // Rescue again, then an API shutdown (ACPI) stops the host and the server goes off.
     await action("POST", `/servers/${id}/actions/enable_rescue`, { ssh_keys: [keyId] });

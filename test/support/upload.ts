@@ -6,14 +6,17 @@ import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { createRescueHostManager } from "../../src/emulator/rescue/index.js";
 import { uploadImage, type UploadOptions, type UploadResult } from "../../src/upload/index.js";
 import { HCloudClient, type Server } from "../../src/hcloud/index.js";
+import { assertNoHostResidue } from "./disk.js";
 import { startTestEmulator, type TestEmulator, type TestEmulatorOptions } from "./emulator.js";
+
+export { assertNoHostResidue };
 
 export const run = promisify(execFile);
 export const MiB = 1024 * 1024;
@@ -125,25 +128,6 @@ export async function snapshotIds(env: UploadTestEnv): Promise<number[]> {
 }
 
 /** After the emulator stopped: no loop device serves a file of its state dir; no mount or process of its hosts. */
-export async function assertNoHostResidue(stateDir: string, rescueDir: string): Promise<void> {
-  const { stdout } = await run("losetup", ["--list", "--noheadings", "--output", "NAME,BACK-FILE"]);
-  const loops = stdout.split("\n").filter((l) => l.includes(stateDir));
-  assert.deepEqual(loops, [], "no loop device serves an emulator disk");
-  const mounts = await readFile("/proc/self/mountinfo", "utf8");
-  assert.ok(!mounts.includes(rescueDir), "no mount of a rescue host remains");
-  const pids = (await readdir("/proc")).filter((p) => /^\d+$/.test(p));
-  const stray: string[] = [];
-  for (const pid of pids) {
-    try {
-      const cmd = (await readFile(`/proc/${pid}/cmdline`, "utf8")).replace(/\0/g, " ");
-      if (cmd.includes(rescueDir)) stray.push(`${pid}: ${cmd}`);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  assert.deepEqual(stray, [], "no process of a rescue host remains");
-}
-
 export function sha256(buf: Buffer): string {
   return createHash("sha256").update(buf).digest("hex");
 }
