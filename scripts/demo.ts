@@ -14,7 +14,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile, copyFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -121,6 +121,8 @@ async function main(): Promise<void> {
   }
   const work = await mkdtemp(join(tmpdir(), "hetznix-demo-"));
   let emulator: ChildProcess | undefined;
+  let left: string[] = [];
+  const rescueDirsBefore = await rescueDirs();
   const stopAll = async () => {
     for (const child of children) await stopChild(child);
     await rm(work, { recursive: true, force: true });
@@ -218,11 +220,51 @@ async function main(): Promise<void> {
     }
   } finally {
     if (emulator) await stopChild(emulator);
+    left = await leftovers(work, rescueDirsBefore);
     await stopAll();
-    process.stdout.write(
-      "emulator stopped; nothing left behind (no sshd, loop device, mount or temp file)\n",
-    );
   }
+  if (left.length) throw new Error(`left behind after the emulator stopped:\n  ${left.join("\n  ")}`);
+  process.stdout.write("emulator stopped; checked: no sshd, loop device, mount or temporary file is left\n");
+}
+
+/** The emulator's rescue hosts keep their sshd config, host key and fifo in such directories. */
+async function rescueDirs(): Promise<string[]> {
+  return (await readdir(tmpdir())).filter((n) => n.startsWith("hetznix-rescue-"));
+}
+
+/**
+ * What a clean stop must not leave: loop devices over files under `dir`, mounts and processes that mention it,
+ * rescue host directories (with their sshd) that were not there before the demo.
+ */
+async function leftovers(dir: string, rescueDirsBefore: string[]): Promise<string[]> {
+  const found: string[] = [];
+  for (const d of await rescueDirs()) if (!rescueDirsBefore.includes(d)) found.push(`rescue host ${d}`);
+  const loops = await new Promise<string>((resolve) => {
+    const child = spawn("losetup", ["--list", "--noheadings", "--output", "NAME,BACK-FILE"]);
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.on("close", () => resolve(out));
+    child.on("error", () => resolve(""));
+  });
+  found.push(
+    ...loops
+      .split("\n")
+      .filter((l) => l.includes(dir))
+      .map((l) => `loop device ${l.trim()}`),
+  );
+  const mounts = await readFile("/proc/self/mountinfo", "utf8");
+  found.push(
+    ...mounts
+      .split("\n")
+      .filter((l) => l.includes(dir))
+      .map((l) => `mount ${l}`),
+  );
+  for (const pid of (await readdir("/proc")).filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid)) {
+    const cmd = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (cmd.includes(dir) || cmd.includes("127.87.0."))
+      found.push(`process ${pid}: ${cmd.replace(/\0/g, " ")}`);
+  }
+  return found;
 }
 
 main().catch((err: unknown) => {
