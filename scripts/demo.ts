@@ -80,7 +80,7 @@ async function buildSampleImage(dir: string): Promise<string> {
   }
   const image = join(dir, "sample.img");
   shown(`mke2fs -q -t ext4 -d ${tree} ${image} 256M`);
-  await run("mke2fs", ["-q", "-F", "-t", "ext4", "-L", "nixos", "-d", tree, image, "256M"]);
+  await run("mke2fs", ["-q", "-F", "-t", "ext4", "-L", "nixos", "-d", tree, image, "256M"], { quiet: true });
   return image;
 }
 

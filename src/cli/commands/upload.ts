@@ -175,7 +175,7 @@ async function run(flags: UploadFlags): Promise<void> {
         if (json) jsonItems.push(resultJson(r));
         else {
           process.stderr.write(
-            `${multi ? `[${names[i]}] ` : ""}${r.reused ? "Snapshot with this content exists" : "Created snapshot"} ${r.imageId} (${r.architecture}) in ${formatDuration(r.durationMs)}; ${r.bytesHashed ? `hashed ${formatBytes(r.bytesHashed)}, ` : ""}read ${formatBytes(r.bytesRead)}, sent ${formatBytes(r.bytesSent)}\n`,
+            `${multi ? `[${names[i]}] ` : ""}${r.reused ? "Reused snapshot" : "Created snapshot"} ${r.imageId} (${r.architecture}${r.reused ? ", same content already uploaded" : ""}) in ${formatDuration(r.durationMs)}; ${r.bytesHashed ? `hashed ${formatBytes(r.bytesHashed)}, ` : ""}read ${formatBytes(r.bytesRead)}, sent ${formatBytes(r.bytesSent)}\n`,
           );
           if (r.leftovers.length) process.stderr.write(describeLeftovers(r.leftovers) + "\n");
           process.stdout.write(multi ? `${r.imageId}\t${name}\n` : `${r.imageId}\n`);
