@@ -7,7 +7,7 @@ export interface DataPhaseRequest {
   serverId: number;
   image: string;
   imageBytes: number;
-  /** sha256 of the image, known before the data phase as in a default upload (its hash step). */
+  /** sha256 of the image when known before the data phase (a hash pass ran first); else hashed while streaming. */
   sha256?: string;
   keyFile: string;
   publicKey: string;
@@ -29,6 +29,7 @@ export interface StepRecord {
   durationMs: number;
   /** From the start of the run. */
   startMs: number;
+  detail?: string;
 }
 
 export interface ClientResult {

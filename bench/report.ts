@@ -100,7 +100,7 @@ export async function machineInfo(): Promise<MachineInfo> {
     kernel: version("uname", ["-r"]),
     node: process.version,
     openssh,
-    zstd: version("zstd", ["--version"]),
+    zstd: `zstd ${/v\d+\.\d+\.\d+/.exec(version("zstd", ["--version"]))?.[0] ?? "unknown"}`,
   };
 }
 
