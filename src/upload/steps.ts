@@ -41,7 +41,7 @@ import {
   type ImageFormat,
   type ImageSource,
 } from "./source.js";
-import { startLocalStream, type LocalStream } from "./stream.js";
+import { DEFAULT_READ_AHEAD_BYTES, startLocalStream, type LocalStream } from "./stream.js";
 import { tool, type LocalTools } from "./tools.js";
 
 export type ImageInput = { path: string } | { url: string };
@@ -77,7 +77,7 @@ export interface CommonOptions {
   tools?: LocalTools;
   /** Directory for a qcow2 converted to raw on this machine (default os.tmpdir()). */
   tmpDir?: string;
-  /** Compressed bytes kept ready while the server boots (default 64 MiB). */
+  /** Compressed bytes kept ready while the server boots (default DEFAULT_READ_AHEAD_BYTES, 24 MiB). */
   readAheadBytes?: number;
   /** Aborts the operation (cleanup still runs). */
   signal?: AbortSignal;
@@ -330,7 +330,7 @@ export function startStream(ctx: RunContext, wp: WritePlan & { path: string }): 
     fileCompression: wp.compression,
     codec: wp.codec,
     hash: wp.payloadSha256 === undefined,
-    readAheadBytes: ctx.opts.readAheadBytes ?? 64 * 1024 * 1024,
+    readAheadBytes: ctx.opts.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES,
     ...(ctx.opts.tools ? { tools: ctx.opts.tools } : {}),
   });
 }

@@ -19,7 +19,7 @@ export interface LocalStreamSpec {
   codec: CodecSpec;
   /** Compute the sha256 (and size) of the payload (the decompressed bytes) while streaming. */
   hash: boolean;
-  /** Compressed bytes buffered ahead of the SSH channel (default 64 MiB). */
+  /** Compressed bytes buffered ahead of the SSH channel (default DEFAULT_READ_AHEAD_BYTES). */
   readAheadBytes?: number;
   tools?: LocalTools;
 }
@@ -38,6 +38,13 @@ export interface LocalStream {
   /** Stop everything (idempotent). */
   destroy(): void;
 }
+
+/**
+ * Compressed bytes kept ready ahead of the SSH channel while the server is created and boots. A stream can hold up to
+ * about twice its high-water mark, and the benchmark measured 64 MiB taking the client past 300 MB on a 100 Mbit/s
+ * link; 24 MiB is still several seconds of data at that rate.
+ */
+export const DEFAULT_READ_AHEAD_BYTES = 24 * 1024 * 1024;
 
 /** Counts (and optionally hashes) the bytes passing through. */
 class Tap extends Transform {
@@ -58,7 +65,7 @@ class Tap extends Transform {
 }
 
 export function startLocalStream(spec: LocalStreamSpec): LocalStream {
-  const readAhead = spec.readAheadBytes ?? 64 * 1024 * 1024;
+  const readAhead = spec.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES;
   const file: ReadStream = createReadStream(spec.path, { highWaterMark: 1 << 20 });
   const buffer = new PassThrough({ highWaterMark: Math.max(1 << 20, readAhead) });
   let compressor: Compressor | undefined;
