@@ -637,6 +637,21 @@ function render(
         }
       }
     }
+    if (local.hashTools.length) {
+      lines.push(
+        `Where the time goes: client and rescue host share this machine's ${machine.cores} cores. The rescue side ` +
+          `hashes the decompressed stream while writing and reads the disk back to verify it; hashing this image ` +
+          `here takes ` +
+          local.hashTools
+            .map(
+              (h) =>
+                `${fmt.s(h.seconds)} with ${h.tool} (${((image.sizeBytes / h.seconds) * 1e-6).toFixed(0)} MB/s)`,
+            )
+            .join(", ") +
+          `; zstd -3 -T0 takes ${fmt.s(local.compress.seconds)} over it.`,
+        "",
+      );
+    }
     const peak = Math.max(
       0,
       ...data.configs.filter((c) => c.kind === "hetznix").map((c) => summarize(c).peakTreeRss),
