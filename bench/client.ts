@@ -10,7 +10,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { HCloudClient } from "../src/hcloud/index.js";
-import { RunContext, uploadImage, writeAndVerify, type WritePlan } from "../src/upload/sequence.js";
+import { UploadContext, uploadImage, writeAndVerify, type WritePlan } from "../src/upload/sequence.js";
 import {
   ENDPOINT_ENV,
   TOKEN_ENV,
@@ -35,7 +35,7 @@ async function dataPhase(client: HCloudClient, req: DataPhaseRequest): Promise<C
   const server = await client.servers.getById(req.serverId);
   const privateKey = await readFile(req.keyFile, "utf8");
   const pair: SshKeyPair = { publicKey: req.publicKey, privateKey, fingerprint: "" };
-  const ctx = new RunContext({ client }, req.image);
+  const ctx = new UploadContext("upload", { client }, req.image);
   const plan: WritePlan = {
     path: req.image,
     compression: "none",

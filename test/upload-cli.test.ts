@@ -253,7 +253,7 @@ describe("upload: CLI", { timeout: 600_000 }, () => {
     assert.deepEqual(cr.deleted, []);
     const bad = await cli(["cleanup", "--older-than", "soon"]);
     assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /Invalid duration "soon"/);
+    assert.match(bad.stderr, /invalid duration "soon"/);
     await assertNoTemporaryResources(env);
   });
 });

@@ -357,7 +357,7 @@ describe("upload units: progress rendering", () => {
     assert.equal(formatBytes(1536), "1.50 KiB");
     assert.equal(formatDuration(75_000), "1m15s");
     const line = dataLine(
-      { kind: "data", image: "x", phase: "write", bytesRead: 50, bytesSent: 20, total: 100 },
+      { kind: "data", subject: "x", phase: "write", bytesRead: 50, bytesSent: 20, total: 100 },
       10,
     );
     assert.match(line, /50%/);
@@ -368,19 +368,19 @@ describe("upload units: progress rendering", () => {
   it("plain mode prints one line per finished step and notes", () => {
     const s = sink();
     const r = createProgressRenderer({ mode: "plain", out: s.out });
-    r.onEvent({ kind: "step", image: "a.img", step: "write", status: "start" });
+    r.onEvent({ kind: "step", subject: "a.img", step: "write", status: "start" });
     r.onEvent({
       kind: "step",
-      image: "a.img",
+      subject: "a.img",
       step: "write",
       status: "done",
       durationMs: 1500,
       detail: "12 bytes",
     });
-    r.onEvent({ kind: "note", image: "a.img", message: "fsn1 full" });
+    r.onEvent({ kind: "note", subject: "a.img", message: "fsn1 full" });
     r.onEvent({
       kind: "step",
-      image: "a.img",
+      subject: "a.img",
       step: "verify",
       status: "failed",
       durationMs: 20,
@@ -397,12 +397,12 @@ describe("upload units: progress rendering", () => {
     const s = sink();
     let t = 0;
     const r = createProgressRenderer({ mode: "tty", out: s.out, now: () => t });
-    r.onEvent({ kind: "step", image: "a", step: "write", status: "start" });
+    r.onEvent({ kind: "step", subject: "a", step: "write", status: "start" });
     t = 1000;
-    r.onEvent({ kind: "data", image: "a", phase: "write", bytesRead: 10, bytesSent: 5, total: 100 });
+    r.onEvent({ kind: "data", subject: "a", phase: "write", bytesRead: 10, bytesSent: 5, total: 100 });
     t = 2000;
-    r.onEvent({ kind: "data", image: "a", phase: "write", bytesRead: 60, bytesSent: 30, total: 100 });
-    r.onEvent({ kind: "step", image: "a", step: "write", status: "done", durationMs: 2000 });
+    r.onEvent({ kind: "data", subject: "a", phase: "write", bytesRead: 60, bytesSent: 30, total: 100 });
+    r.onEvent({ kind: "step", subject: "a", step: "write", status: "done", durationMs: 2000 });
     r.finish();
     const text = s.text();
     assert.ok(text.includes("\x1b[1A\x1b[0J"), "the live line is cleared");
@@ -413,7 +413,7 @@ describe("upload units: progress rendering", () => {
   it("json mode prints nothing while running", () => {
     const s = sink();
     const r = createProgressRenderer({ mode: "json", out: s.out });
-    r.onEvent({ kind: "note", image: "a", message: "x" });
+    r.onEvent({ kind: "note", subject: "a", message: "x" });
     r.finish();
     assert.equal(s.text(), "");
   });

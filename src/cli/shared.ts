@@ -6,17 +6,15 @@ import type { Command } from "commander";
 import { clientFromEnvironment, type HCloudClient } from "../hcloud/client.js";
 import { HCloudConfigError, HCloudError, HCloudNetworkError } from "../hcloud/errors.js";
 import { createProgressRenderer, chooseMode, type ProgressRenderer } from "../ui/progress.js";
+import { CleanupIncompleteError, RunError, isRunError, type RunOutcome } from "../run/index.js";
 import {
   CODECS,
   COMPRESSIONS,
   FORMATS,
-  CleanupIncompleteError,
-  UploadError,
   type Codec,
   type CodecSpec,
   type Compression,
   type ImageFormat,
-  type RunOutcome,
 } from "../upload/index.js";
 
 export interface ClientFlags {
@@ -120,12 +118,13 @@ export function installSignals(command: string): {
       process.stderr.write(
         `\nhetznix ${command}: ${sig}: stopping and removing temporary resources (press Ctrl-C again to stop cleanup)\n`,
       );
-      run.abort(new UploadError("aborted", `interrupted by ${sig}`));
+      // A plain reason: the operation's abort error names the operation ("The upload was aborted: ...").
+      run.abort(new Error(`interrupted by ${sig}`));
     } else if (count === 2) {
       process.stderr.write(
         `\nhetznix ${command}: ${sig} again: stopping cleanup; what is left is listed below\n`,
       );
-      cleanup.abort(new UploadError("aborted", `cleanup interrupted by ${sig}`));
+      cleanup.abort(new RunError("aborted", `cleanup interrupted by ${sig}`));
     } else {
       process.exit(130);
     }
@@ -183,7 +182,7 @@ export function describeError(err: unknown): string {
 }
 
 export function errorCode(err: unknown): string {
-  if (err instanceof UploadError) return err.code;
+  if (err instanceof RunError) return err.code;
   if (err instanceof CleanupIncompleteError) return err.code;
   if (err instanceof HCloudError) return err.code;
   if (err instanceof HCloudNetworkError) return `network_${err.kind}`;
@@ -202,13 +201,8 @@ export function errorJson(err: unknown): Record<string, unknown> {
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof UsageError) return 2;
-  if (err instanceof UploadError && err.code === "aborted") return 130;
-  if (
-    err instanceof CleanupIncompleteError &&
-    err.cause instanceof UploadError &&
-    err.cause.code === "aborted"
-  )
-    return 130;
+  if (isRunError(err, "aborted")) return 130;
+  if (err instanceof CleanupIncompleteError && isRunError(err.cause, "aborted")) return 130;
   return 1;
 }
 

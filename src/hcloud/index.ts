@@ -24,6 +24,7 @@ export {
 export * from "./servers.js";
 export * from "./images.js";
 export * from "./ssh-keys.js";
+export * from "./rules.js";
 export * from "./server-types.js";
 export * from "./locations.js";
 export { isIdRef, type ListOptions, type Page, type Ref, type RequestOptions } from "./resource.js";

@@ -1,6 +1,6 @@
 /** SSH keys: create (with recovery by fingerprint/name), list, get, delete. */
 
-import { createHash } from "node:crypto";
+import { publicKeyFingerprint } from "./rules.js";
 import { call, ResourceClient, type ListOptions, type RequestOptions } from "./resource.js";
 import type { CreateSshKeyRequest, Labels, SshKey } from "./schema.js";
 import type { Handler } from "./transport/types.js";
@@ -17,14 +17,6 @@ export interface CreateSshKeyOptions {
   /** OpenSSH public key line (`ssh-ed25519 AAAA... comment`). */
   publicKey: string;
   labels?: Labels;
-}
-
-/** The MD5 fingerprint Hetzner shows for a public key (`aa:bb:...`), or undefined for a malformed key line. */
-export function publicKeyFingerprint(publicKey: string): string | undefined {
-  const blob = publicKey.trim().split(/\s+/)[1];
-  if (!blob || !/^[A-Za-z0-9+/]+=*$/.test(blob)) return undefined;
-  const hex = createHash("md5").update(Buffer.from(blob, "base64")).digest("hex");
-  return hex.match(/../g)?.join(":");
 }
 
 /** Type and key material of a public key line, without the comment. */

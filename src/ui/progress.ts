@@ -1,15 +1,16 @@
 /**
- * Renders upload progress events: on a terminal, each finished step with its duration plus a live line per image
+ * Renders the step events of a long operation: on a terminal, each finished step with its duration plus a live line
+ * per subject (an image, a server)
  * (a bar with bytes, rate and ETA during the data phase); plain lines otherwise; nothing in JSON mode (the command
  * prints one JSON object at the end).
  */
-import type { DataEvent, StepEvent, UploadEvent } from "../upload/events.js";
+import type { DataEvent, RunEvent, StepEvent } from "../run/events.js";
 import { bar, formatBytes, formatDuration, formatRate } from "./format.js";
 
 export type ProgressMode = "tty" | "plain" | "json";
 
 export interface ProgressRenderer {
-  onEvent(event: UploadEvent): void;
+  onEvent(event: RunEvent): void;
   /** Clear the live region (call before printing the final result). */
   finish(): void;
 }
@@ -17,8 +18,10 @@ export interface ProgressRenderer {
 export interface RendererOptions {
   mode: ProgressMode;
   out: NodeJS.WritableStream & { columns?: number };
-  /** Show the image name on every line (several images at once). */
+  /** Show the subject (image, server) on every line (several at once). */
   multi?: boolean;
+  /** Titles of the operation's steps (default: upload's). */
+  titles?: Record<string, string>;
   now?: () => number;
 }
 
@@ -39,7 +42,8 @@ interface Live {
   rateSamples: { t: number; bytes: number }[];
 }
 
-const STEP_TITLES: Record<string, string> = {
+/** Titles of upload and write-to-disk steps. */
+export const STEP_TITLES: Record<string, string> = {
   inspect: "inspect image",
   convert: "convert qcow2",
   hash: "hash image",
@@ -58,10 +62,6 @@ const STEP_TITLES: Record<string, string> = {
   snapshot: "create snapshot",
   cleanup: "clean up",
 };
-
-function title(step: string): string {
-  return STEP_TITLES[step] ?? step;
-}
 
 /** The live text for one data event (also used by plain mode). */
 export function dataLine(e: DataEvent, rate: number | undefined): string {
@@ -85,6 +85,8 @@ export function dataLine(e: DataEvent, rate: number | undefined): string {
 
 export function createProgressRenderer(opts: RendererOptions): ProgressRenderer {
   const now = opts.now ?? (() => Date.now());
+  const titles = opts.titles ?? STEP_TITLES;
+  const title = (step: string): string => titles[step] ?? step;
   const out = opts.out;
   if (opts.mode === "json") return { onEvent: () => undefined, finish: () => undefined };
   const prefix = (image: string) => (opts.multi ? `[${image}] ` : "");
@@ -97,16 +99,16 @@ export function createProgressRenderer(opts: RendererOptions): ProgressRenderer 
           if (e.status === "start") return;
           const mark = e.status === "done" ? "ok" : e.status === "failed" ? "FAILED" : "skipped";
           out.write(
-            `${prefix(e.image)}${title(e.step)}: ${mark}${e.status !== "skipped" ? ` (${formatDuration(e.durationMs ?? 0)})` : ""}${e.detail ? ` - ${e.detail}` : ""}\n`,
+            `${prefix(e.subject)}${title(e.step)}: ${mark}${e.status !== "skipped" ? ` (${formatDuration(e.durationMs ?? 0)})` : ""}${e.detail ? ` - ${e.detail}` : ""}\n`,
           );
         } else if (e.kind === "note") {
-          out.write(`${prefix(e.image)}note: ${e.message}\n`);
+          out.write(`${prefix(e.subject)}note: ${e.message}\n`);
         } else if (e.total !== undefined && e.total > 0) {
-          const key = `${e.image}:${e.phase}`;
+          const key = `${e.subject}:${e.phase}`;
           const decile = Math.floor((e.bytesRead / e.total) * 10);
           if (decile > (lastDecile.get(key) ?? -1) && decile < 10) {
             lastDecile.set(key, decile);
-            out.write(`${prefix(e.image)}${e.phase}: ${dataLine(e, undefined)}\n`);
+            out.write(`${prefix(e.subject)}${e.phase}: ${dataLine(e, undefined)}\n`);
           }
         }
       },
@@ -168,13 +170,13 @@ export function createProgressRenderer(opts: RendererOptions): ProgressRenderer 
   };
 
   return {
-    onEvent(e: UploadEvent) {
+    onEvent(e: RunEvent) {
       ensureTimer();
-      const l = get(e.image);
+      const l = get(e.subject);
       if (e.kind === "step") {
         stepEvent(e, l);
       } else if (e.kind === "note") {
-        permanent(`${prefix(e.image)}  note: ${e.message}`);
+        permanent(`${prefix(e.subject)}  note: ${e.message}`);
       } else {
         l.data = e;
         l.rateSamples.push({ t: now(), bytes: e.bytesRead });
@@ -208,6 +210,6 @@ export function createProgressRenderer(opts: RendererOptions): ProgressRenderer 
       l.step = undefined;
       l.data = undefined;
     }
-    permanent(`${prefix(e.image)}${mark} ${title(e.step)}${dur}${extra}`);
+    permanent(`${prefix(e.subject)}${mark} ${title(e.step)}${dur}${extra}`);
   }
 }

@@ -5,6 +5,7 @@
 import type { HCloudClient } from "../hcloud/client.js";
 import { isNotFound } from "../hcloud/errors.js";
 import type { Labels } from "../hcloud/schema.js";
+import { DurationSyntaxError, parseDuration as parse } from "../util/time.js";
 import { UploadError } from "./errors.js";
 import { RUN_LABEL, STARTED_LABEL, TEMPORARY_LABEL } from "./identity.js";
 
@@ -47,31 +48,14 @@ export interface CleanupOutcome {
 
 export const DEFAULT_OLDER_THAN_MS = 3_600_000;
 
-const UNIT_MS: Record<string, number> = {
-  ms: 1,
-  s: 1000,
-  m: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-  w: 604_800_000,
-};
-
-/** Parse `90s`, `30m`, `1h30m`, `2d`, `0`; a bare number is seconds. Throws invalid_argument. */
+/** Parse `90s`, `30m`, `1h30m`, `2d`, `0` (the grammar of src/util/time.ts); a bare number is seconds. */
 export function parseDuration(text: string): number {
-  const t = text.trim();
-  if (/^\d+$/.test(t)) return Number(t) * 1000;
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/gy;
-  let total = 0;
-  let matched = 0;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(t)) !== null) {
-    total += Number(m[1]) * (UNIT_MS[m[2] as string] as number);
-    matched = re.lastIndex;
+  try {
+    return parse(text, { allowZero: true });
+  } catch (err) {
+    if (err instanceof DurationSyntaxError) throw new UploadError("invalid_argument", err.message);
+    throw err;
   }
-  if (t === "" || matched !== t.length) {
-    throw new UploadError("invalid_argument", `Invalid duration "${text}"; use e.g. 90s, 30m, 1h, 1h30m, 2d`);
-  }
-  return Math.round(total);
 }
 
 function describe(

@@ -3,6 +3,8 @@
  * what was wrong and, where it helps, what to do; they never carry tokens or private keys.
  */
 
+import { RunError } from "../run/errors.js";
+
 export type UploadErrorCode =
   /** A flag or option is missing, contradictory or malformed (e.g. an unknown architecture). */
   | "invalid_argument"
@@ -35,71 +37,27 @@ export type UploadErrorCode =
   /** A local helper program (zstd, qemu-img, ...) failed or is missing. */
   | "tool_failed";
 
-export class UploadError extends Error {
+export class UploadError extends RunError {
   override readonly name = "UploadError";
-  readonly code: UploadErrorCode;
+  declare readonly code: UploadErrorCode;
 
   constructor(code: UploadErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
+    super(code, message, options);
   }
-
-  toJSON(): Record<string, unknown> {
-    return { name: this.name, code: this.code, message: this.message };
-  }
-}
-
-export function isUploadError(err: unknown, ...codes: UploadErrorCode[]): err is UploadError {
-  return err instanceof UploadError && (codes.length === 0 || codes.includes(err.code));
-}
-
-/** Turn an AbortSignal's reason into an UploadError (keeps an UploadError reason as is). */
-export function abortError(signal: AbortSignal | undefined, what = "operation"): UploadError {
-  const reason: unknown = signal?.reason;
-  if (reason instanceof UploadError) return reason;
-  const detail =
-    reason instanceof Error ? `: ${reason.message}` : typeof reason === "string" ? `: ${reason}` : "";
-  return new UploadError("aborted", `The ${what} was aborted${detail}`);
-}
-
-export function throwIfAborted(signal: AbortSignal | undefined, what?: string): void {
-  if (signal?.aborted) throw abortError(signal, what);
-}
-
-/** A temporary resource that cleanup could not remove, with how to remove it by hand. */
-export interface Leftover {
-  kind: "server" | "ssh_key" | "image" | "file";
-  id?: number;
-  name: string;
-  /** A command that removes it, e.g. `hcloud server delete 42`. */
-  removeHint: string;
-  /** Why cleanup did not remove it. */
-  reason: string;
 }
 
 /**
- * The operation failed (or was aborted) AND cleanup could not remove everything. `cause` is the original error;
- * `leftovers` says what is left and how to remove it.
+ * Is `err` an error of the upload capability (or of the run machinery it uses, e.g. an abort), optionally with one of
+ * these codes?
  */
-export class CleanupIncompleteError extends Error {
-  override readonly name = "CleanupIncompleteError";
-  readonly code = "cleanup_incomplete";
-  readonly leftovers: Leftover[];
-
-  constructor(cause: unknown, leftovers: Leftover[]) {
-    const first = cause instanceof Error ? cause.message : String(cause);
-    super(`${first}\n${describeLeftovers(leftovers)}`, { cause });
-    this.leftovers = leftovers;
-  }
+export function isUploadError(err: unknown, ...codes: UploadErrorCode[]): err is UploadError {
+  return err instanceof RunError && (codes.length === 0 || (codes as string[]).includes(err.code));
 }
 
-export function describeLeftovers(leftovers: Leftover[]): string {
-  if (leftovers.length === 0) return "";
-  return [
-    "Cleanup did not finish; these temporary resources are left:",
-    ...leftovers.map(
-      (l) =>
-        `  ${l.kind} ${l.name}${l.id !== undefined ? ` (id ${l.id})` : ""}: ${l.reason}; remove with: ${l.removeHint}`,
-    ),
-  ].join("\n");
-}
+export {
+  CleanupIncompleteError,
+  abortError,
+  describeLeftovers,
+  throwIfAborted,
+  type Leftover,
+} from "../run/errors.js";

@@ -1,42 +1,28 @@
 /**
- * Labels: the temporary resources' run labels, and the content identity of snapshots. A sha256 hex digest (64
+ * Labels: the content identity of snapshots (the run labels of temporary resources are in ../run/labels.ts). A sha256 hex digest (64
  * chars) does not fit a label value (63), so it is stored as two halves: `hetznix/sha256-a` (hex chars 0..31) and
  * `hetznix/sha256-b` (hex chars 32..63). Pure functions.
  */
-import { randomBytes } from "node:crypto";
 import type { Labels } from "../hcloud/schema.js";
 import { validateLabels } from "../hcloud/labels.js";
+import { LABEL_PREFIX } from "../run/labels.js";
 import { UploadError } from "./errors.js";
 
-export const LABEL_PREFIX = "hetznix";
-export const TEMPORARY_LABEL = "hetznix/temporary";
-export const RUN_LABEL = "hetznix/run";
-export const STARTED_LABEL = "hetznix/started";
+export {
+  HEARTBEAT_LABEL,
+  LABEL_PREFIX,
+  RUN_LABEL,
+  STARTED_LABEL,
+  TEMPORARY_LABEL,
+  newRunId,
+  temporaryLabels,
+  temporaryName,
+} from "../run/labels.js";
 export const SHA256_A_LABEL = "hetznix/sha256-a";
 export const SHA256_B_LABEL = "hetznix/sha256-b";
 export const SIZE_LABEL = "hetznix/size";
 export const STORE_LABEL = "hetznix/nix-store";
 export const MANAGED_LABEL = "hetznix/image";
-
-/** A new run id: 10 lowercase base32-ish characters, valid in names and label values. */
-export function newRunId(): string {
-  const alphabet = "abcdefghijklmnopqrstuvwxyz234567";
-  return [...randomBytes(10)].map((b) => alphabet[b % 32]).join("");
-}
-
-/** Labels of the temporary server and SSH key of a run. */
-export function temporaryLabels(runId: string, startedMs: number): Labels {
-  return {
-    [TEMPORARY_LABEL]: "true",
-    [RUN_LABEL]: runId,
-    [STARTED_LABEL]: String(Math.floor(startedMs / 1000)),
-  };
-}
-
-/** Name of temporary resources of a run (valid hostname). */
-export function temporaryName(runId: string, kind: "upload" | "write" = "upload"): string {
-  return `hetznix-${kind}-${runId}`;
-}
 
 export interface ContentIdentity {
   /** sha256 hex of the raw image. */

@@ -10,7 +10,7 @@ export {
   type WaitSettings,
 } from "./sequence.js";
 export { writeToDisk, type WriteToDiskOptions, type WriteToDiskResult } from "./write-to-disk.js";
-export type { RunOutcome } from "./steps.js";
+export type { UploadOutcome, UploadOutcome as RunOutcome, UploadStep, UploadEvent } from "./steps.js";
 export {
   cleanupTemporary,
   parseDuration,
@@ -29,15 +29,14 @@ export {
   type UploadErrorCode,
 } from "./errors.js";
 export type {
-  UploadEvent,
   StepEvent,
   DataEvent,
   NoteEvent,
-  StepName,
   StepStatus,
   StepTiming,
   EventSink,
-} from "./events.js";
+  RunEvent,
+} from "../run/events.js";
 export { CODECS, defaultCodec, startCompressor, type Codec, type CodecSpec } from "./compress.js";
 export {
   COMPRESSIONS,

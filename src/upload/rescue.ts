@@ -2,7 +2,10 @@
  * The exact shell commands hetznix runs in the rescue system, built by pure functions with every value quoted.
  * Each script prints one machine-readable line (`HETZNIX-RESULT key=value ...`) that parseResult reads.
  */
+import { shellQuote } from "../run/remote.js";
 import type { Compression, ImageFormat } from "./source.js";
+
+export { bashCommand, parseResult, shellQuote } from "../run/remote.js";
 
 /** The server's disk in the rescue system. */
 export const DISK_DEVICE = "/dev/sda";
@@ -14,12 +17,6 @@ export const RESCUE_RAM_HEADROOM = 64 * 1024 * 1024;
 export const EXIT_NO_ROOM = 90;
 /** Exit status when the downloaded size differs from the expected size. */
 export const EXIT_SIZE_MISMATCH = 91;
-
-/** Quote one word for a POSIX shell. */
-export function shellQuote(word: string): string {
-  if (/^[A-Za-z0-9_./:=@%+-]+$/.test(word)) return word;
-  return `'${word.replace(/'/g, `'\\''`)}'`;
-}
 
 /** The decompression stage in the rescue system for data arriving with `compression` (null for none). */
 export function remoteDecompressor(compression: Compression): string | null {
@@ -166,22 +163,4 @@ export function verifyScript(bytes: number, device = DISK_DEVICE): string {
 /** Bytes the rescue system's download (curl) has read so far, from /proc/PID/io; prints nothing if none runs. */
 export function downloadProgressScript(): string {
   return `p=$(pgrep -o -x curl) && awk '/^rchar:/ {print "HETZNIX-RESULT rchar=" $2}' /proc/$p/io || true\n`;
-}
-
-/** Wrap a script for `ssh exec`: run it with bash, the script itself fed as an argument (no stdin needed). */
-export function bashCommand(script: string): string {
-  return `bash -c ${shellQuote(script)}`;
-}
-
-/** The `key=value` pairs of the last HETZNIX-RESULT line of `output`, or undefined. */
-export function parseResult(output: string): Record<string, string> | undefined {
-  const lines = output.split("\n").filter((l) => l.startsWith("HETZNIX-RESULT "));
-  const last = lines[lines.length - 1];
-  if (!last) return undefined;
-  const out: Record<string, string> = {};
-  for (const pair of last.slice("HETZNIX-RESULT ".length).trim().split(/\s+/)) {
-    const eq = pair.indexOf("=");
-    if (eq > 0) out[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
-  return out;
 }

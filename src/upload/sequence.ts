@@ -27,7 +27,8 @@ import {
   type ContentIdentity,
 } from "./identity.js";
 import { planServer, type Plan } from "./plan.js";
-import { imageResource } from "./resources.js";
+import { runWithCleanup } from "../run/context.js";
+import { imageResource } from "../run/resources.js";
 import {
   digestFile,
   type Compression,
@@ -36,7 +37,7 @@ import {
   type ImageSource,
 } from "./source.js";
 import {
-  RunContext,
+  UploadContext,
   bootRescue,
   convertLocally,
   createTemporaryKey,
@@ -44,7 +45,6 @@ import {
   fetchCatalogue,
   inspectSource,
   planWrite,
-  runWithCleanup,
   shutdownAndWait,
   startStream,
   writeAndVerify,
@@ -52,7 +52,7 @@ import {
   type CommonOptions,
   type ImageInput,
   type LocalImage,
-  type RunOutcome,
+  type UploadOutcome,
 } from "./steps.js";
 import type { LocalStream } from "./stream.js";
 
@@ -65,7 +65,9 @@ export type {
   WritePlan,
 } from "./steps.js";
 // The shared steps live in steps.ts; re-exported for callers that measure one step alone (bench/).
-export { RunContext, writeAndVerify } from "./steps.js";
+export { UploadContext, writeAndVerify } from "./steps.js";
+
+const OPERATION = "upload";
 
 export interface UploadOptions extends CommonOptions {
   image: ImageInput;
@@ -82,7 +84,7 @@ export interface UploadOptions extends CommonOptions {
   useStoreIdentity?: boolean;
 }
 
-export interface UploadResult extends RunOutcome {
+export interface UploadResult extends UploadOutcome {
   imageId: number;
   /** True when an existing snapshot with the same content was found and nothing was created. */
   reused: boolean;
@@ -106,7 +108,7 @@ export interface UploadResult extends RunOutcome {
 // ---- Upload ----
 
 async function findExisting(
-  ctx: RunContext,
+  ctx: UploadContext,
   architecture: Architecture,
   identity: ContentIdentity,
 ): Promise<Image | undefined> {
@@ -124,7 +126,7 @@ async function findExisting(
 }
 
 /** How many snapshots of this architecture carry hetznix's size label with this raw size. */
-async function countBySize(ctx: RunContext, architecture: Architecture, rawSize: number): Promise<number> {
+async function countBySize(ctx: UploadContext, architecture: Architecture, rawSize: number): Promise<number> {
   const images = await ctx.client.images.all({
     type: "snapshot",
     architecture,
@@ -139,7 +141,7 @@ function describeImage(src: ImageSource): string {
 }
 
 async function prepareFile(
-  ctx: RunContext,
+  ctx: UploadContext,
   src: FileSource,
   opts: UploadOptions,
   hashFirst: boolean,
@@ -188,7 +190,7 @@ async function prepareFile(
 /** Upload one image as a snapshot; see the module comment for the steps. */
 export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
   const sourceName = "path" in opts.image ? opts.image.path : opts.image.url;
-  const ctx = new RunContext(opts, sourceName);
+  const ctx = new UploadContext(OPERATION, opts, sourceName);
   const userLabels = opts.labels ?? {};
   let early: LocalStream | undefined;
   const run = async (): Promise<UploadResult> => {
@@ -380,11 +382,11 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       ...ctx.outcome(),
     };
   };
-  return runWithCleanup(ctx, "upload", run, () => early?.destroy());
+  return runWithCleanup(ctx, run, () => early?.destroy());
 }
 
 function reusedResult(
-  ctx: RunContext,
+  ctx: UploadContext,
   existing: Image,
   src: ImageSource,
   prepared: LocalImage,

@@ -5,18 +5,20 @@
  * connection) and shutting down.
  */
 import { stat } from "node:fs/promises";
-import type { HCloudClient } from "../hcloud/client.js";
 import { isHCloudError } from "../hcloud/errors.js";
-import type { Architecture, Labels, Location, Server, ServerType } from "../hcloud/schema.js";
+import type { Architecture, Location, Server, ServerType } from "../hcloud/schema.js";
 import { connect, generateKeyPair, type SshConnection, type SshKeyPair } from "../ssh/index.js";
 import { defaultCodec, type CodecSpec } from "./compress.js";
 import { convertQcow2ToRaw } from "./convert.js";
-import { CleanupIncompleteError, UploadError, abortError, throwIfAborted, type Leftover } from "./errors.js";
-import type { EventSink, StepRunner, StepTiming } from "./events.js";
-import { StepRunner as Runner } from "./events.js";
-import { newRunId, temporaryLabels, temporaryName } from "./identity.js";
+import { RunContext, type RunOptions, type RunOutcome } from "../run/context.js";
+import { throwIfAborted } from "../run/errors.js";
+import type { RunEvent } from "../run/events.js";
+import { temporaryName } from "../run/labels.js";
+import { ConnectionLostError, runScript as runRemote, type RunScriptOptions } from "../run/remote.js";
+import { serverResource, sshKeyResource } from "../run/resources.js";
+import { pause } from "../util/time.js";
+import { UploadError } from "./errors.js";
 import type { Candidate, Plan } from "./plan.js";
-import { ConnectionLostError, runScript } from "./remote.js";
 import {
   EXIT_NO_ROOM,
   EXIT_SIZE_MISMATCH,
@@ -26,13 +28,6 @@ import {
   writeScript,
   type WriteInput,
 } from "./rescue.js";
-import {
-  ResourceRegistry,
-  registerStragglers,
-  serverResource,
-  sshKeyResource,
-  type CleanupReport,
-} from "./resources.js";
 import {
   openFileSource,
   openUrlSource,
@@ -46,17 +41,29 @@ import { tool, type LocalTools } from "./tools.js";
 
 export type ImageInput = { path: string } | { url: string };
 
-export interface WaitSettings {
-  /** Per action (create, rescue, power on, delete) (default 10 min). */
-  actionTimeoutMs?: number;
-  /** For the snapshot action (default 60 min). */
-  snapshotTimeoutMs?: number;
-  /** Waiting for the server to be off after the ACPI shutdown, before cutting power (default 30 s; the disk is
-   * synced and verified by then, so cutting power loses nothing). */
-  shutdownTimeoutMs?: number;
-  /** Delay between status polls (default 1000 ms). */
-  pollIntervalMs?: number;
-}
+export type { WaitSettings } from "../run/context.js";
+
+/** The steps of upload and write-to-disk, in the order they run. */
+export type UploadStep =
+  | "inspect"
+  | "convert"
+  | "hash"
+  | "catalogue"
+  | "lookup"
+  | "plan"
+  | "ssh-key"
+  | "server"
+  | "rescue"
+  | "poweron"
+  | "connect"
+  | "discard"
+  | "write"
+  | "verify"
+  | "shutdown"
+  | "snapshot"
+  | "cleanup";
+
+export type UploadEvent = RunEvent<UploadStep>;
 
 export interface SshSettings {
   /** Port of the rescue system's sshd (default 22). */
@@ -67,8 +74,7 @@ export interface SshSettings {
 }
 
 /** Options shared by upload and write-to-disk. */
-export interface CommonOptions {
-  client: HCloudClient;
+export interface CommonOptions extends RunOptions<UploadStep> {
   /** Override detection (must agree with the magic bytes). */
   compression?: Compression | "auto";
   format?: ImageFormat | "auto";
@@ -79,27 +85,10 @@ export interface CommonOptions {
   tmpDir?: string;
   /** Compressed bytes kept ready while the server boots (default DEFAULT_READ_AHEAD_BYTES, 24 MiB). */
   readAheadBytes?: number;
-  /** Aborts the operation (cleanup still runs). */
-  signal?: AbortSignal;
-  /** Aborts cleanup (e.g. a second Ctrl-C); what is left is reported. */
-  cleanupSignal?: AbortSignal;
-  onEvent?: EventSink;
-  waits?: WaitSettings;
   ssh?: SshSettings;
   /** Attempts of the data phase when the SSH connection drops (default 2: one retry from the start). */
   writeAttempts?: number;
-  /** A name for events (default: the path or URL). */
-  name?: string;
-  /** Run id (default: random). */
-  runId?: string;
 }
-
-const DEFAULT_WAITS: Required<WaitSettings> = {
-  actionTimeoutMs: 600_000,
-  snapshotTimeoutMs: 3_600_000,
-  shutdownTimeoutMs: 30_000,
-  pollIntervalMs: 1000,
-};
 
 /** System images preferred as the (never booted) base of the temporary server. */
 const BASE_IMAGE_PREFERENCE = ["debian-12", "ubuntu-24.04", "debian-13", "ubuntu-22.04"];
@@ -109,138 +98,43 @@ export interface Catalogue {
   locations: Location[];
 }
 
-/** State of one run: the client, steps, registry, signals. */
-export class RunContext {
-  readonly runId: string;
-  readonly startedMs = Date.now();
-  readonly registry = new ResourceRegistry();
-  readonly steps: StepRunner;
-  readonly waits: Required<WaitSettings>;
-  /** Aborted when the caller aborts or the run ends, to stop work still running in parallel. */
-  readonly inner = new AbortController();
-  readonly known = { servers: new Set<number>(), sshKeys: new Set<number>() };
-  createdSomething = false;
+/** The run of an upload or write-to-disk: the shared run context plus the bytes read, sent and hashed. */
+export class UploadContext extends RunContext<CommonOptions, UploadStep> {
   bytesRead = 0;
   bytesSent = 0;
   bytesHashed = 0;
 
-  constructor(
-    readonly opts: CommonOptions,
-    readonly image: string,
-  ) {
-    this.runId = opts.runId ?? newRunId();
-    this.steps = new Runner(opts.name ?? image, opts.onEvent);
-    this.waits = { ...DEFAULT_WAITS, ...opts.waits };
-    const outer = opts.signal;
-    if (outer) {
-      if (outer.aborted) this.inner.abort(outer.reason);
-      else outer.addEventListener("abort", () => this.inner.abort(outer.reason), { once: true });
-    }
+  override outcome(): UploadOutcome {
+    return { ...super.outcome(), bytesRead: this.bytesRead, bytesSent: this.bytesSent };
   }
 
-  get client(): HCloudClient {
-    return this.opts.client;
-  }
-
-  get signal(): AbortSignal {
-    return this.inner.signal;
-  }
-
-  get labels(): Labels {
-    return temporaryLabels(this.runId, this.startedMs);
-  }
-
-  /** Wait for actions with the run's signal and timeout. */
-  async wait(actions: Parameters<HCloudClient["waitForActions"]>[0], timeoutMs = this.waits.actionTimeoutMs) {
-    return this.client.waitForActions(actions, { signal: this.signal, timeoutMs });
-  }
-
-  /** The run's part of a result, as of now (runWithCleanup completes leftovers, duration and steps at the end). */
-  outcome(): RunOutcome {
-    return {
-      runId: this.runId,
-      bytesRead: this.bytesRead,
-      bytesSent: this.bytesSent,
-      steps: this.steps.timings,
-      durationMs: Date.now() - this.startedMs,
-      leftovers: [],
-    };
-  }
-
-  /** Run cleanup with its own signal; returns the report (never throws). */
-  async cleanup(): Promise<CleanupReport> {
-    const signal = this.opts.cleanupSignal ?? new AbortController().signal;
-    const run = async () => {
-      if (this.createdSomething && !signal.aborted) {
-        try {
-          await registerStragglers(this.client, this.registry, this.runId, this.known, signal);
-        } catch {
-          // The registry still holds what we know of.
-        }
-      }
-      return this.registry.cleanup(signal);
-    };
-    if (this.registry.size === 0 && !this.createdSomething) return { removed: [], leftovers: [] };
-    return this.steps.run("cleanup", run, (r) =>
-      r.removed.length === 0 && r.leftovers.length === 0
-        ? undefined
-        : `removed ${r.removed.map((x) => `${x.kind} ${x.name}`).join(", ") || "nothing"}${r.leftovers.length ? `; left ${r.leftovers.length}` : ""}`,
-    );
+  /** A script in the rescue system, its errors named for this operation. */
+  runScript(conn: SshConnection, script: string, what: string, opts: RunScriptOptions = {}) {
+    return runRemote(conn, script, what, {
+      operation: this.operation,
+      makeError: (code, message, cause) =>
+        new UploadError(code as UploadError["code"], message, cause === undefined ? undefined : { cause }),
+      ...opts,
+    });
   }
 }
 
-/** What every operation's result reports about the run itself. */
-export interface RunOutcome {
-  runId: string;
+/** What upload and write-to-disk report about the run itself. */
+export interface UploadOutcome extends RunOutcome<UploadStep> {
   /** Bytes read from the local source for sending (the data phase). */
   bytesRead: number;
   /** Bytes sent over SSH (after compression). */
   bytesSent: number;
-  steps: StepTiming[];
-  durationMs: number;
-  /** Temporary resources cleanup could not remove (empty normally). */
-  leftovers: Leftover[];
-}
-
-/**
- * Runs an operation's steps, then always cleans up with its own signal (success, error or abort). A result gets the
- * leftovers, the total duration and the final step timings; a failure that leaves something behind becomes a
- * CleanupIncompleteError naming it. `what` names the operation in an abort error.
- */
-export async function runWithCleanup<T extends RunOutcome>(
-  ctx: RunContext,
-  what: string,
-  body: () => Promise<T>,
-  /** Called first when the body has settled, before cleanup (e.g. to stop a local stream). */
-  settled?: () => void,
-): Promise<T> {
-  let outcome: T | undefined;
-  let failure: unknown;
-  try {
-    outcome = await body();
-    return outcome;
-  } catch (err) {
-    failure = ctx.opts.signal?.aborted ? abortError(ctx.opts.signal, what) : err;
-    throw failure;
-  } finally {
-    settled?.();
-    if (!ctx.inner.signal.aborted) ctx.inner.abort(new Error("run finished"));
-    const report = await ctx.cleanup();
-    if (outcome) {
-      outcome.leftovers = report.leftovers;
-      outcome.durationMs = Date.now() - ctx.startedMs;
-      outcome.steps = ctx.steps.timings;
-    } else if (report.leftovers.length > 0) {
-      // eslint-disable-next-line no-unsafe-finally
-      throw new CleanupIncompleteError(failure, report.leftovers);
-    }
-  }
 }
 
 // ---- Steps shared with write-to-disk ----
 
 /** Step "inspect": open the file or URL and sniff its compression and format. */
-export function inspectSource(ctx: RunContext, input: ImageInput, storeDir?: string): Promise<ImageSource> {
+export function inspectSource(
+  ctx: UploadContext,
+  input: ImageInput,
+  storeDir?: string,
+): Promise<ImageSource> {
   const { compression, format, tools } = ctx.opts;
   const srcOpts = {
     ...(compression ? { compression } : {}),
@@ -261,7 +155,7 @@ export function inspectSource(ctx: RunContext, input: ImageInput, storeDir?: str
  * Step "convert": a qcow2 file to a raw file on this machine with qemu-img, registered for removal. Returns the raw
  * file, or undefined when qemu-img is not installed here (the rescue system converts it then).
  */
-export async function convertLocally(ctx: RunContext, src: FileSource): Promise<string | undefined> {
+export async function convertLocally(ctx: UploadContext, src: FileSource): Promise<string | undefined> {
   const qemuImg = tool(ctx.opts.tools, "qemuImg");
   if (!qemuImg) return undefined;
   const converted = await ctx.steps.run(
@@ -296,7 +190,7 @@ export interface LocalImage {
 }
 
 /** What the data phase sends and what the rescue system checks, for a source and its local form. */
-export function planWrite(ctx: RunContext, src: ImageSource, local: LocalImage): WritePlan {
+export function planWrite(ctx: UploadContext, src: ImageSource, local: LocalImage): WritePlan {
   const wp: WritePlan = {
     ...(local.path !== undefined ? { path: local.path } : {}),
     ...(src.kind === "url" ? { url: src.url } : {}),
@@ -324,7 +218,7 @@ export function planWrite(ctx: RunContext, src: ImageSource, local: LocalImage):
 }
 
 /** Start reading (and compressing) a write plan's file; the read-ahead fills while the server boots. */
-export function startStream(ctx: RunContext, wp: WritePlan & { path: string }): LocalStream {
+export function startStream(ctx: UploadContext, wp: WritePlan & { path: string }): LocalStream {
   return startLocalStream({
     path: wp.path,
     fileCompression: wp.compression,
@@ -335,7 +229,7 @@ export function startStream(ctx: RunContext, wp: WritePlan & { path: string }): 
   });
 }
 
-export async function fetchCatalogue(ctx: RunContext): Promise<Catalogue> {
+export async function fetchCatalogue(ctx: UploadContext): Promise<Catalogue> {
   const [serverTypes, locations] = await Promise.all([
     ctx.client.serverTypes.all({ signal: ctx.signal }),
     ctx.client.locations.all({ signal: ctx.signal }),
@@ -345,7 +239,7 @@ export async function fetchCatalogue(ctx: RunContext): Promise<Catalogue> {
 
 /** An OpenSSH ed25519 public key line whose key blob is well formed (type string + 32-byte key). */
 export async function createTemporaryKey(
-  ctx: RunContext,
+  ctx: UploadContext,
   kind: "upload" | "write",
 ): Promise<{ pair: SshKeyPair; id: number }> {
   return ctx.steps.run(
@@ -366,7 +260,7 @@ export async function createTemporaryKey(
   );
 }
 
-async function pickBaseImage(ctx: RunContext, architecture: Architecture): Promise<string | number> {
+async function pickBaseImage(ctx: UploadContext, architecture: Architecture): Promise<string | number> {
   const images = await ctx.client.images.all({ type: "system", architecture, signal: ctx.signal });
   for (const name of BASE_IMAGE_PREFERENCE) {
     const found = images.find((i) => i.name === name && !i.deprecated);
@@ -383,7 +277,7 @@ async function pickBaseImage(ctx: RunContext, architecture: Architecture): Promi
 
 /** Create the temporary server, trying the planned pairs in order on 412 resource_unavailable. */
 export async function createTemporaryServer(
-  ctx: RunContext,
+  ctx: UploadContext,
   plan: Plan,
   keyId: number,
 ): Promise<{ server: Server; candidate: Candidate }> {
@@ -393,7 +287,7 @@ export async function createTemporaryServer(
       const baseImage = await pickBaseImage(ctx, plan.architecture);
       const tried: string[] = [];
       for (const candidate of plan.candidates) {
-        throwIfAborted(ctx.signal, "upload");
+        throwIfAborted(ctx.signal, ctx.operation);
         const name = temporaryName(ctx.runId, "upload");
         let created;
         try {
@@ -436,7 +330,12 @@ export async function createTemporaryServer(
   );
 }
 
-export async function bootRescue(ctx: RunContext, serverId: number, keyId: number, alreadyRunning = false) {
+export async function bootRescue(
+  ctx: UploadContext,
+  serverId: number,
+  keyId: number,
+  alreadyRunning = false,
+) {
   await ctx.steps.run("rescue", async () => {
     const r = await ctx.client.servers.enableRescue(
       serverId,
@@ -459,7 +358,7 @@ export async function bootRescue(ctx: RunContext, serverId: number, keyId: numbe
 }
 
 export async function connectRescue(
-  ctx: RunContext,
+  ctx: UploadContext,
   server: Server,
   pair: SshKeyPair,
 ): Promise<SshConnection> {
@@ -489,7 +388,7 @@ export async function connectRescue(
           }
         },
       }).catch((err: unknown) => {
-        if (ctx.signal.aborted) throw abortError(ctx.signal, "upload");
+        if (ctx.signal.aborted) throw ctx.aborted();
         throw err;
       }),
     (c) => `${host} after ${c.attempts} attempt(s)`,
@@ -527,7 +426,7 @@ export interface WriteOutcome {
  * `writeAttempts` times. `firstStream` is a local stream started early (read-ahead) for the first attempt.
  */
 export async function writeAndVerify(
-  ctx: RunContext,
+  ctx: UploadContext,
   server: Server,
   pair: SshKeyPair,
   wp: WritePlan,
@@ -539,14 +438,14 @@ export async function writeAndVerify(
     const conn = await connectRescue(ctx, server, pair);
     try {
       await ctx.steps.run("discard", () =>
-        runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
+        ctx.runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
       );
       const written = await writeOnce(ctx, conn, wp, early);
       early = undefined;
       await ctx.steps.run(
         "verify",
         async () => {
-          const r = await runScript(conn, verifyScript(written.rawSize), "verifying the disk", {
+          const r = await ctx.runScript(conn, verifyScript(written.rawSize), "verifying the disk", {
             signal: ctx.signal,
           });
           if (r["disk-sha256"] !== written.sha256) {
@@ -582,7 +481,7 @@ export async function writeAndVerify(
 }
 
 async function writeOnce(
-  ctx: RunContext,
+  ctx: UploadContext,
   conn: SshConnection,
   wp: WritePlan,
   early: LocalStream | undefined,
@@ -615,7 +514,7 @@ async function writeOnce(
       };
       let result: Record<string, string>;
       try {
-        result = await runScript(conn, script, "writing the image", {
+        result = await ctx.runScript(conn, script, "writing the image", {
           stdin: stream.output,
           exitCodes: { [EXIT_NO_ROOM]: "rescue_space", [EXIT_SIZE_MISMATCH]: "corrupt_source" },
           signal: ctx.signal,
@@ -664,7 +563,7 @@ async function writeOnce(
   );
 }
 
-async function writeFromUrl(ctx: RunContext, conn: SshConnection, wp: WritePlan): Promise<WriteOutcome> {
+async function writeFromUrl(ctx: UploadContext, conn: SshConnection, wp: WritePlan): Promise<WriteOutcome> {
   const script = writeScript({
     input: { kind: "url", url: wp.url as string },
     compression: wp.compression,
@@ -680,7 +579,7 @@ async function writeFromUrl(ctx: RunContext, conn: SshConnection, wp: WritePlan)
       await pause(PROGRESS_POLL_MS, pollSignal);
       if (pollSignal.aborted) break;
       try {
-        const r = await runScript(conn, downloadProgressScript(), "reading download progress", {
+        const r = await ctx.runScript(conn, downloadProgressScript(), "reading download progress", {
           signal: pollSignal,
         });
         const n = Number(r["rchar"]);
@@ -692,7 +591,7 @@ async function writeFromUrl(ctx: RunContext, conn: SshConnection, wp: WritePlan)
   })();
   let result: Record<string, string>;
   try {
-    result = await runScript(conn, script, "downloading and writing the image", {
+    result = await ctx.runScript(conn, script, "downloading and writing the image", {
       signal: ctx.signal,
       exitCodes: { [EXIT_NO_ROOM]: "rescue_space" },
     });
@@ -721,19 +620,7 @@ async function writeFromUrl(ctx: RunContext, conn: SshConnection, wp: WritePlan)
 /** How often the download progress of the rescue system is read. */
 const PROGRESS_POLL_MS = 1000;
 
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
-export async function shutdownAndWait(ctx: RunContext, serverId: number): Promise<void> {
+export async function shutdownAndWait(ctx: UploadContext, serverId: number): Promise<void> {
   await ctx.steps.run("shutdown", async () => {
     const action = await ctx.client.servers.shutdown(serverId, { signal: ctx.signal });
     await ctx.wait([action]);
@@ -745,7 +632,7 @@ export async function shutdownAndWait(ctx: RunContext, serverId: number): Promis
       });
       return;
     } catch (err) {
-      if (ctx.signal.aborted) throw abortError(ctx.signal, "upload");
+      if (ctx.signal.aborted) throw ctx.aborted();
       ctx.steps.note(
         `server ${serverId} did not power off within ${ctx.waits.shutdownTimeoutMs} ms; cutting power (${(err as Error).message})`,
       );

@@ -3,25 +3,27 @@
  * leave the server powered off (or power it on with `start`). Only the temporary SSH key is created and removed.
  */
 import { isNotFound } from "../hcloud/errors.js";
+import { runWithCleanup } from "../run/context.js";
 import type { Server } from "../hcloud/schema.js";
 import { UploadError } from "./errors.js";
 import { DISK_GB_MIN_BYTES } from "./plan.js";
 import type { Compression, ImageFormat } from "./source.js";
 import {
-  RunContext,
+  UploadContext,
   bootRescue,
   convertLocally,
   createTemporaryKey,
   inspectSource,
   planWrite,
-  runWithCleanup,
   shutdownAndWait,
   writeAndVerify,
   type CommonOptions,
   type ImageInput,
   type LocalImage,
-  type RunOutcome,
+  type UploadOutcome,
 } from "./steps.js";
+
+const OPERATION = "write-to-disk";
 
 export interface WriteToDiskOptions extends CommonOptions {
   /** Server id or name. */
@@ -31,7 +33,7 @@ export interface WriteToDiskOptions extends CommonOptions {
   start?: boolean;
 }
 
-export interface WriteToDiskResult extends RunOutcome {
+export interface WriteToDiskResult extends UploadOutcome {
   serverId: number;
   serverName: string;
   sha256: string;
@@ -44,7 +46,7 @@ export interface WriteToDiskResult extends RunOutcome {
   started: boolean;
 }
 
-async function findServer(ctx: RunContext, ref: number | string): Promise<Server> {
+async function findServer(ctx: UploadContext, ref: number | string): Promise<Server> {
   const text = String(ref);
   let server: Server | undefined;
   try {
@@ -59,8 +61,8 @@ async function findServer(ctx: RunContext, ref: number | string): Promise<Server
 
 export async function writeToDisk(opts: WriteToDiskOptions): Promise<WriteToDiskResult> {
   const sourceName = "path" in opts.image ? opts.image.path : opts.image.url;
-  const ctx = new RunContext(opts, sourceName);
-  return runWithCleanup(ctx, "write-to-disk", async () => {
+  const ctx = new UploadContext(OPERATION, opts, sourceName);
+  return runWithCleanup(ctx, async () => {
     const [src, server] = await Promise.all([
       inspectSource(ctx, opts.image),
       ctx.steps.run(

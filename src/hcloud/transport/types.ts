@@ -70,22 +70,4 @@ export interface DebugHooks {
   onResponse?: (event: ResponseEvent) => void;
 }
 
-/** Sleeps `ms`, rejecting with the signal's reason when it aborts. Injectable for tests. */
-export type SleepFn = (ms: number, signal?: AbortSignal) => Promise<void>;
-
-export const sleep: SleepFn = (ms, signal) =>
-  new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
+export { sleep, type SleepFn } from "../../util/time.js";

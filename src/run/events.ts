@@ -1,34 +1,15 @@
 /**
- * Progress events of the upload and write-to-disk sequences. The library stays silent; it reports through the
- * `onEvent` callback, and src/ui renders (TTY bars, plain lines, JSON).
+ * Step events of long operations (upload, write-to-disk, deploy). The library stays silent: it reports through an
+ * `onEvent` callback, and src/ui renders (terminal bars, plain lines, JSON lines).
  */
-
-export type StepName =
-  | "inspect"
-  | "convert"
-  | "hash"
-  | "catalogue"
-  | "lookup"
-  | "plan"
-  | "ssh-key"
-  | "server"
-  | "rescue"
-  | "poweron"
-  | "connect"
-  | "discard"
-  | "write"
-  | "verify"
-  | "shutdown"
-  | "snapshot"
-  | "cleanup";
 
 export type StepStatus = "start" | "done" | "failed" | "skipped";
 
-export interface StepEvent {
+export interface StepEvent<S extends string = string> {
   kind: "step";
-  /** Which image (for parallel uploads): the path or URL as given. */
-  image: string;
-  step: StepName;
+  /** What the run works on (an image path or URL, a server name); several run at once in one display. */
+  subject: string;
+  step: S;
   status: StepStatus;
   /** Set on done/failed/skipped. */
   durationMs?: number;
@@ -38,12 +19,12 @@ export interface StepEvent {
 
 export interface DataEvent {
   kind: "data";
-  image: string;
-  /** hash: reading the source locally before anything is created; write: streaming to the server. */
-  phase: "hash" | "write";
-  /** Bytes read from the local source so far; for a URL, bytes the rescue system has downloaded so far. */
+  subject: string;
+  /** Which transfer, e.g. "hash" (reading the source locally), "write" (streaming to the server), "fetch". */
+  phase: string;
+  /** Bytes read from the source so far (for a URL: bytes the remote side has downloaded). */
   bytesRead: number;
-  /** Bytes sent over SSH so far (after compression). */
+  /** Bytes sent over the wire so far (after compression). */
   bytesSent: number;
   /** Bytes the phase will read in total, when known. */
   total?: number;
@@ -51,16 +32,16 @@ export interface DataEvent {
 
 export interface NoteEvent {
   kind: "note";
-  image: string;
+  subject: string;
   message: string;
 }
 
-export type UploadEvent = StepEvent | DataEvent | NoteEvent;
+export type RunEvent<S extends string = string> = StepEvent<S> | DataEvent | NoteEvent;
 
-export type EventSink = (event: UploadEvent) => void;
+export type EventSink<S extends string = string> = (event: RunEvent<S>) => void;
 
-export interface StepTiming {
-  step: StepName;
+export interface StepTiming<S extends string = string> {
+  step: S;
   status: Exclude<StepStatus, "start">;
   durationMs: number;
   /** Milliseconds from the start of the run to the start of the step (shows overlap of parallel steps). */
@@ -68,32 +49,32 @@ export interface StepTiming {
   detail?: string;
 }
 
-/** Runs named steps, emitting start/done/failed events and recording their timings. */
-export class StepRunner {
-  readonly timings: StepTiming[] = [];
+/** Runs named steps for one subject, emitting start/done/failed events and recording their timings. */
+export class StepRunner<S extends string = string> {
+  readonly timings: StepTiming<S>[] = [];
   private readonly t0 = Date.now();
 
   constructor(
-    private readonly image: string,
-    private readonly sink: EventSink | undefined,
+    readonly subject: string,
+    private readonly sink: EventSink<S> | undefined,
   ) {}
 
-  emit(event: UploadEvent): void {
+  emit(event: RunEvent<S>): void {
     try {
       this.sink?.(event);
     } catch {
-      // A failing renderer must never break the upload.
+      // A failing renderer (a closed pipe, a throwing callback) must never break the operation or its cleanup.
     }
   }
 
   note(message: string): void {
-    this.emit({ kind: "note", image: this.image, message });
+    this.emit({ kind: "note", subject: this.subject, message });
   }
 
-  data(phase: DataEvent["phase"], bytesRead: number, bytesSent: number, total?: number): void {
+  data(phase: string, bytesRead: number, bytesSent: number, total?: number): void {
     this.emit({
       kind: "data",
-      image: this.image,
+      subject: this.subject,
       phase,
       bytesRead,
       bytesSent,
@@ -101,7 +82,7 @@ export class StepRunner {
     });
   }
 
-  skip(step: StepName, detail?: string): void {
+  skip(step: S, detail?: string): void {
     this.timings.push({
       step,
       status: "skipped",
@@ -111,7 +92,7 @@ export class StepRunner {
     });
     this.emit({
       kind: "step",
-      image: this.image,
+      subject: this.subject,
       step,
       status: "skipped",
       durationMs: 0,
@@ -120,13 +101,9 @@ export class StepRunner {
   }
 
   /** Run `fn` as step `step`; `detail` may be a function of the result. */
-  async run<T>(
-    step: StepName,
-    fn: () => Promise<T>,
-    detail?: string | ((r: T) => string | undefined),
-  ): Promise<T> {
+  async run<T>(step: S, fn: () => Promise<T>, detail?: string | ((r: T) => string | undefined)): Promise<T> {
     const start = Date.now();
-    this.emit({ kind: "step", image: this.image, step, status: "start" });
+    this.emit({ kind: "step", subject: this.subject, step, status: "start" });
     try {
       const result = await fn();
       const d = typeof detail === "function" ? detail(result) : detail;
@@ -140,7 +117,7 @@ export class StepRunner {
       });
       this.emit({
         kind: "step",
-        image: this.image,
+        subject: this.subject,
         step,
         status: "done",
         durationMs,
@@ -152,7 +129,14 @@ export class StepRunner {
       const message = err instanceof Error ? err.message : String(err);
       const firstLine = message.split("\n")[0] ?? message;
       this.timings.push({ step, status: "failed", durationMs, startMs: start - this.t0, detail: firstLine });
-      this.emit({ kind: "step", image: this.image, step, status: "failed", durationMs, detail: firstLine });
+      this.emit({
+        kind: "step",
+        subject: this.subject,
+        step,
+        status: "failed",
+        durationMs,
+        detail: firstLine,
+      });
       throw err;
     }
   }

@@ -4,8 +4,9 @@
  */
 import type { HCloudClient } from "../hcloud/client.js";
 import { isNotFound } from "../hcloud/errors.js";
+import { pause } from "../util/time.js";
 import type { Leftover } from "./errors.js";
-import { RUN_LABEL } from "./identity.js";
+import { RUN_LABEL } from "./labels.js";
 
 export interface Registered {
   kind: Leftover["kind"];
@@ -62,7 +63,7 @@ export class ResourceRegistry {
             break;
           }
           lastError = err;
-          if (attempt < 3) await delay(500 * attempt, signal);
+          if (attempt < 3) await pause(500 * attempt, signal);
         }
       }
       if (ok) report.removed.push(entry);
@@ -75,18 +76,6 @@ export class ResourceRegistry {
     }
     return report;
   }
-}
-
-function delay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 /** Registration for a temporary server: delete it and wait (bounded) for the deletion to finish. */
