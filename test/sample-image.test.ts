@@ -541,22 +541,47 @@ describe(
       });
     });
 
-    it("has a CLI that builds an image and prints it as JSON", async () => {
+    it("has a CLI that builds an image (here with the efi layout) and prints it as JSON", async () => {
       const repo = join(import.meta.dirname, "..");
       const script = join(repo, "scripts/sample/image.ts");
       const out = join(work, "cli.img");
       const key = "cli-test-1:" + Buffer.alloc(32, 7).toString("base64");
       const r = await run(
         process.execPath,
-        ["--import", "tsx", script, "--out", out, "--trusted-key", key, "--size-mib", "128"],
-        {
-          cwd: repo,
-        },
+        [
+          "--import",
+          "tsx",
+          script,
+          "--out",
+          out,
+          "--trusted-key",
+          key,
+          "--size-mib",
+          "128",
+          "--layout",
+          "efi",
+        ],
+        { cwd: repo },
       );
       assert.equal(r.status, 0, r.stderr);
       const printed = JSON.parse(r.stdout) as SampleImage;
       assert.equal(printed.path, out);
       assert.equal((await stat(out)).size, 128 * MiB);
+      assert.equal(printed.layout, "efi");
+      assert.equal(printed.rootPartition, 2);
+      const table = JSON.parse(await ok("sfdisk", ["--json", out])) as {
+        partitiontable: { partitions: Array<{ node: string; type: string }> };
+      };
+      assert.deepEqual(
+        table.partitiontable.partitions.map((p) => [
+          Number(/(\d+)$/.exec(p.node)?.[1]),
+          p.type.toUpperCase(),
+        ]),
+        [
+          [1, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"],
+          [2, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"],
+        ],
+      );
       assert.match(
         printed.nixConf,
         new RegExp(`^trusted-public-keys = ${key.replace(/[+/]/g, "\\$&")}$`, "m"),
