@@ -11,6 +11,8 @@ packages=(
   qemu-utils                      # qemu-img: qcow2 conversion on the client and in the rescue host
   wget curl procps psmisc time    # URL downloads in the rescue host; process inspection; GNU time (benchmarks)
   nix-bin                         # nix-instantiate --parse for the flake's .nix files
+  busybox-static                  # the static shell the sample test systems are built from (scripts/sample/)
+  fdisk dosfstools                # sfdisk (GPT) and mkfs.vfat/fsck.vfat (ESP) for the sample NixOS disk image
   python3 python3-hcloud          # Hetzner's official Python client, run unmodified against the emulator
 )
 missing=()
