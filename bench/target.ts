@@ -7,7 +7,7 @@ import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { startEmulator, type RunningEmulator } from "../src/emulator/index.js";
-import { createRescueHostManager, sweep } from "../src/emulator/rescue/index.js";
+import { sweep } from "../src/emulator/hosts/index.js";
 import { HCloudClient } from "../src/hcloud/index.js";
 import { generateKeyPair, type SshKeyPair } from "../src/ssh/keys.js";
 import { run } from "./images.js";
@@ -61,14 +61,14 @@ export async function startBenchEmulator(
   await sweepEmulatorDirs(workDir);
   const dir = await mkdtemp(join(workDir, "emulator-"));
   await writeFile(join(dir, OWNER_FILE), String(process.pid));
-  const manager = createRescueHostManager({ workDir: rescueDir });
   const token = randomBytes(24).toString("hex");
   const emulator = await startEmulator({
     token,
     stateDir: join(dir, "state"),
     speed,
     ipPrefix,
-    rescue: manager,
+    hosts: "real",
+    hostOptions: { workDir: rescueDir },
     // The benchmark makes few calls, but never let the rate limit shape a measurement.
     rateLimit: { limit: 100_000, refillPerSecond: 1000 },
   });
@@ -77,7 +77,6 @@ export async function startBenchEmulator(
     if (stopped) return;
     stopped = true;
     await emulator.stop().catch(() => undefined);
-    await manager.stopAll().catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   };
   const unregister = onCleanup(`emulator ${ipPrefix}*`, stop);
@@ -91,7 +90,7 @@ export async function startBenchEmulator(
     emulator,
     client,
     rescueCounters: (serverId) => {
-      const host = manager.get(serverId);
+      const host = emulator.state.host(serverId);
       return host ? { bytesIn: host.bytesIn, bytesOut: host.bytesOut } : undefined;
     },
     stop: unregister,

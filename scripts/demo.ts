@@ -85,10 +85,13 @@ async function buildSampleImage(dir: string): Promise<string> {
 }
 
 async function startEmulator(stateDir: string): Promise<{ child: ChildProcess; endpoint: string }> {
-  const args = ["emulator", "--listen", "127.0.0.1:0", "--token", token, "--state-dir", stateDir];
+  const args = ["emulator", "--listen", "127.0.0.1:0", "--state-dir", stateDir];
   args.push("--speed", "20", "--ip-prefix", "127.87.0.", "--json");
-  shown(`hetznix ${args.join(" ").replace(token, "$TOKEN")} &`);
-  const child = spawn(process.execPath, [...cli, ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  shown(`HETZNIX_EMULATOR_TOKEN=$TOKEN hetznix ${args.join(" ")} &`);
+  const child = spawn(process.execPath, [...cli, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, HETZNIX_EMULATOR_TOKEN: token },
+  });
   children.add(child);
   child.on("exit", () => children.delete(child));
   const lines = createInterface({ input: child.stdout! });
@@ -229,7 +232,7 @@ async function main(): Promise<void> {
 
 /** The emulator's rescue hosts keep their sshd config, host key and fifo in such directories. */
 async function rescueDirs(): Promise<string[]> {
-  return (await readdir(tmpdir())).filter((n) => n.startsWith("hetznix-rescue-"));
+  return (await readdir(tmpdir())).filter((n) => n.startsWith("hetznix-host-"));
 }
 
 /**

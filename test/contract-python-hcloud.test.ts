@@ -18,7 +18,6 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { createRescueHostManager } from "../src/emulator/rescue/index.js";
 import { ContractChecker } from "./support/contract.js";
 import { randomPublicKey, startTestEmulator, type TestEmulator } from "./support/emulator.js";
 
@@ -73,12 +72,11 @@ describe(
 
     before(async () => {
       // With root and sshd the rescue boot is a real rescue host (started on power on, stopped by the ACPI shutdown).
-      const rescue = realRescue ? createRescueHostManager() : undefined;
       t = await startTestEmulator({
         ipPrefix: "127.77.12.",
         speed: 100,
         onExchange: checker.exchange,
-        rescue,
+        hosts: realRescue ? "real" : "modelled",
       });
     });
     after(async () => {
@@ -129,7 +127,7 @@ describe(
       assert.deepEqual(snap?.disk_size, [40]);
 
       assert.deepEqual(byStep.get("cleanup"), { step: "cleanup", servers: 0, ssh_keys: 0, images: 0 });
-      assert.equal(t.emulator.state.rescueHost(Number(server?.id)), undefined, "no rescue host left running");
+      assert.equal(t.emulator.state.host(Number(server?.id)), undefined, "no rescue host left running");
       assert.deepEqual(checker.violations, [], checker.report());
     });
   },

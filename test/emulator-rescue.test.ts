@@ -14,7 +14,6 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createRescueHostManager } from "../src/emulator/rescue/index.js";
 import { connect, execOrThrow, generateKeyPair } from "../src/ssh/index.js";
 import { startTestEmulator, type TestEmulator } from "./support/emulator.js";
 import { assertNoHostResidue, readAt } from "./support/disk.js";
@@ -51,7 +50,8 @@ describe("emulator with real rescue hosts", { skip: !canRun && "needs root and /
     t = await startTestEmulator({
       ipPrefix: "127.77.15.",
       speed: 100,
-      rescue: createRescueHostManager({ workDir: rescueDir }),
+      hosts: "real",
+      hostOptions: { workDir: rescueDir },
     });
     const k = await t.api<{ ssh_key: { id: number } }>("POST", "/ssh_keys", {
       name: "rescue",
@@ -116,13 +116,13 @@ describe("emulator with real rescue hosts", { skip: !canRun && "needs root and /
         body: JSON.stringify({ kind: "ssh_drop", server_id: id, after_bytes: 12345 }),
       });
       assert.equal(add.status, 201);
-      assert.equal(t.emulator.state.rescueHost(id)?.dropAfterBytes, 12345);
+      assert.equal(t.emulator.state.host(id)?.dropAfterBytes, 12345);
       const del = await fetch(`${t.emulator.adminUrl}/faults`, {
         method: "DELETE",
         headers: { Authorization: `Bearer ${t.token}` },
       });
       assert.equal(del.status, 204);
-      assert.equal(t.emulator.state.rescueHost(id)?.dropAfterBytes, undefined);
+      assert.equal(t.emulator.state.host(id)?.dropAfterBytes, undefined);
 
       // `poweroff` inside the rescue system: the connection ends, the server goes off, rescue mode ends.
       await execOrThrow(conn, "poweroff").catch(() => undefined);
@@ -184,14 +184,14 @@ describe("emulator with real rescue hosts", { skip: !canRun && "needs root and /
     // Rescue again, then an API shutdown (ACPI) stops the host and the server goes off.
     await action("POST", `/servers/${id}/actions/enable_rescue`, { ssh_keys: [keyId] });
     await action("POST", `/servers/${id}/actions/poweron`);
-    assert.ok(t.emulator.state.rescueHost(id), "rescue host running");
+    assert.ok(t.emulator.state.host(id), "rescue host running");
     await action("POST", `/servers/${id}/actions/shutdown`);
     await t.waitFor(
       "off after ACPI shutdown",
       async () => ((await server(id)).status === "off" ? true : undefined),
       20_000,
     );
-    assert.equal(t.emulator.state.rescueHost(id), undefined);
+    assert.equal(t.emulator.state.host(id), undefined);
     assert.equal(await listening(ip, 22), false);
 
     for (const sid of [id, c2.body.server.id]) await action("DELETE", `/servers/${sid}`);

@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import { Faults, FaultSyntaxError, parseFault, pathMatches } from "../src/emulator/faults.js";
 import { RateLimiter } from "../src/emulator/http/ratelimit.js";
 import { pagination } from "../src/emulator/http/render.js";
-import { hostnameProblems, parsePublicKey } from "../src/emulator/state/index.js";
+import { hostnameProblems, parsePublicKey } from "../src/hcloud/rules.js";
 import { randomPublicKey } from "./support/emulator.js";
 
 describe("emulator faults", () => {

@@ -4,7 +4,7 @@ import { access, mkdtemp, open, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { createDiskStore } from "../src/emulator/rescue/index.js";
+import { createDiskStore } from "../src/emulator/hosts/index.js";
 
 const MiB = 1024 * 1024;
 

@@ -7,14 +7,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { createDiskStore, createRescueHostManager, sweep } from "../src/emulator/rescue/index.js";
-import type { StartedRescueHost } from "../src/emulator/rescue/index.js";
+import { createDiskStore, createHostManager, sweep } from "../src/emulator/hosts/index.js";
+import type { StartedHost } from "../src/emulator/hosts/index.js";
 import {
   MARKER_FILE,
   MARKER_KIND,
   processStart,
   processesInPidNamespace,
-} from "../src/emulator/rescue/host.js";
+} from "../src/emulator/hosts/runtime.js";
 import {
   connect,
   exec,
@@ -39,7 +39,7 @@ function waitFor<T>(what: string, register: (done: (v: T) => void) => void, ms =
   });
 }
 
-async function assertHostGone(host: StartedRescueHost, diskPath: string): Promise<void> {
+async function assertHostGone(host: StartedHost, diskPath: string): Promise<void> {
   assert.deepEqual(await processesInPidNamespace(host.pidNamespace), [], "no process of the host remains");
   const { stdout } = await run("losetup", ["--noheadings", "--associated", diskPath]);
   assert.equal(stdout.trim(), "", "no loop device serves the disk");
@@ -63,10 +63,10 @@ describe("rescue host", () => {
   const disks = createDiskStore();
   const power: string[] = [];
   const powerWaiters: Array<(what: string) => void> = [];
-  const manager = createRescueHostManager();
+  const manager = createHostManager();
   let workDir = "";
   let diskPath = "";
-  let host: StartedRescueHost;
+  let host: StartedHost;
   let conn: SshConnection;
 
   const onPower = (what: string) => () => {
@@ -81,6 +81,8 @@ describe("rescue host", () => {
     host = await manager.start({
       serverId: 42,
       ip: IP,
+      hostname: "s42",
+      boot: "rescue",
       authorizedKeys: [keys.publicKey],
       diskPath,
       onPowerOff: onPower("poweroff"),
@@ -222,9 +224,9 @@ describe("rescue host after its emulator is SIGKILLed", () => {
     const hostsDir = join(workDir, "hosts");
     await run("mkdir", [hostsDir]);
     const script = `
-      import { createRescueHostManager } from ${JSON.stringify(new URL("../src/emulator/rescue/index.ts", import.meta.url).pathname)};
-      const m = createRescueHostManager({ workDir: ${JSON.stringify(hostsDir)} });
-      const h = await m.start({ serverId: 7, ip: "127.66.2.7", authorizedKeys: [], diskPath: ${JSON.stringify(diskPath)},
+      import { createHostManager } from ${JSON.stringify(new URL("../src/emulator/hosts/index.ts", import.meta.url).pathname)};
+      const m = createHostManager({ workDir: ${JSON.stringify(hostsDir)} });
+      const h = await m.start({ serverId: 7, ip: "127.66.2.7", hostname: "s7", boot: "rescue", authorizedKeys: [], diskPath: ${JSON.stringify(diskPath)},
         onPowerOff() {}, onReboot() {} });
       console.log(JSON.stringify({ dir: h.dir, ns: h.pidNamespace, loop: h.loopDevice }));
       setInterval(() => {}, 1000);
@@ -280,13 +282,22 @@ describe("rescue host manager", () => {
     const workDir = await mkdtemp(join(tmpdir(), "rescue-manager-test-"));
     const hostsDir = join(workDir, "hosts");
     await run("mkdir", [hostsDir]);
-    const manager = createRescueHostManager({ workDir: hostsDir });
+    const manager = createHostManager({ workDir: hostsDir });
     const keys = generateKeyPair();
     const disks = createDiskStore();
     const spec = async (serverId: number, ip: string) => {
       const diskPath = join(workDir, `disk-${serverId}.raw`);
       await disks.create(diskPath, 8 * MiB);
-      return { serverId, ip, authorizedKeys: [keys.publicKey], diskPath, onPowerOff() {}, onReboot() {} };
+      return {
+        serverId,
+        ip,
+        hostname: `s${serverId}`,
+        boot: "rescue" as const,
+        authorizedKeys: [keys.publicKey],
+        diskPath,
+        onPowerOff() {},
+        onReboot() {},
+      };
     };
     try {
       const [a, b] = await Promise.all([
@@ -340,8 +351,8 @@ describe("sweep", () => {
       loop = (await run("losetup", ["--find", "--show", diskPath])).stdout.trim();
       const dead = spawn("true");
       await new Promise((r) => dead.once("exit", r));
-      const crashed = join(hostsDir, "hetznix-rescue-9-crashed");
-      const live = join(hostsDir, "hetznix-rescue-10-live");
+      const crashed = join(hostsDir, "hetznix-host-9-crashed");
+      const live = join(hostsDir, "hetznix-host-10-live");
       await mkdir(crashed, { recursive: true });
       await mkdir(live, { recursive: true });
       const marker = { kind: MARKER_KIND, serverId: 9, ip: "127.66.2.9", diskPath, loop: loop.slice(5) };

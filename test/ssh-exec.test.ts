@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { inspect, promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
-import { createDiskStore, createRescueHostManager } from "../src/emulator/rescue/index.js";
+import { createDiskStore, createHostManager } from "../src/emulator/hosts/index.js";
 import {
   connect,
   exec,
@@ -129,7 +129,7 @@ describe("ssh connect", () => {
 
 describe("ssh exec against a real sshd", () => {
   const keys = generateKeyPair("ssh-exec-test");
-  const manager = createRescueHostManager();
+  const manager = createHostManager();
   let workDir = "";
   let conn: SshConnection;
   let fingerprint = "";
@@ -140,6 +140,8 @@ describe("ssh exec against a real sshd", () => {
     const host = await manager.start({
       serverId: 1,
       ip: IP,
+      hostname: "s1",
+      boot: "rescue",
       authorizedKeys: [keys.publicKey],
       diskPath: join(workDir, "disk.raw"),
       onPowerOff: () => undefined,

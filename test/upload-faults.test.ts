@@ -98,8 +98,8 @@ describe("upload: faults", { timeout: 600_000 }, () => {
       if (e.kind === "note" && /connection lost/.test(e.message)) {
         notes.push(e.message);
         // The drop happened once; let the next connection through (synchronously, before it is made).
-        for (const s of env.te.emulator.state.serverList()) {
-          const host = env.te.emulator.state.rescueHost(s.id);
+        for (const s of env.te.emulator.state.servers.list()) {
+          const host = env.te.emulator.state.host(s.id);
           if (host) host.dropAfterBytes = undefined;
         }
         void clearFaults(env);

@@ -71,7 +71,7 @@ describe("upload: parallel, write-to-disk, cleanup", { timeout: 600_000 }, () =>
       assert.equal(r.started, false);
       const server = await env.client.servers.getById(serverId);
       assert.equal(server.status, "off");
-      const record = env.te.emulator.state.findServer(serverId);
+      const record = env.te.emulator.state.servers.find(serverId);
       assert.ok(record);
       assert.equal(await sha256File(join(env.te.stateDir, record.disk), buf.length), sha256(buf));
       assert.deepEqual(await env.client.sshKeys.all(), [], "the temporary key is removed");

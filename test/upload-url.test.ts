@@ -124,7 +124,7 @@ describe("upload: URLs", { timeout: 600_000 }, () => {
       });
       assert.equal(r.sha256, sha256(rawBuf));
       assert.equal(r.sourceCompression, "zstd");
-      const record = env.te.emulator.state.findServer(server.id);
+      const record = env.te.emulator.state.servers.find(server.id);
       assert.ok(record);
       assert.equal(await sha256File(join(env.te.stateDir, record.disk), rawBuf.length), sha256(rawBuf));
       assert.equal((await env.client.servers.getById(server.id)).status, "off");

@@ -2,8 +2,35 @@
  * Fault injection: failing API calls, locations out of capacity, SSH sessions that drop. Set from the command line
  * (`--fault`, see parseFault) or at run time through the admin endpoint (POST /_emulator/faults).
  */
-import type { CapacityFault, Fault, FaultSpec, SshDropFault } from "./index.js";
 import { STATUS_BY_CODE } from "./state/errors.js";
+import type { FaultView } from "./state/power.js";
+
+export interface FaultSpec {
+  /** The next `count` calls matching method + path pattern fail with `code` (status from the code table). */
+  kind: "http";
+  /** HTTP method, or "*" for any. */
+  method: string;
+  /** Path pattern below /v1, `*` matches one segment, `**` the rest; e.g. "/servers/*\/actions/poweron". */
+  path: string;
+  code: string;
+  count: number;
+  message?: string;
+}
+
+export interface CapacityFault {
+  kind: "capacity";
+  location: string;
+  serverType: string;
+}
+
+export interface SshDropFault {
+  kind: "ssh_drop";
+  /** Server id, or undefined for every server (current and future hosts). */
+  serverId?: number;
+  afterBytes: number;
+}
+
+export type Fault = FaultSpec | CapacityFault | SshDropFault;
 
 export interface ActiveFault {
   id: number;
@@ -25,10 +52,10 @@ export function pathMatches(pattern: string, path: string): boolean {
   return p.length === s.length;
 }
 
-export class Faults {
+export class Faults implements FaultView {
   private nextId = 1;
   private readonly list: ActiveFault[] = [];
-  /** Called when an ssh_drop fault is added, so running rescue hosts pick it up. */
+  /** Called when an ssh_drop fault is added, so running hosts pick it up. */
   onSshDropChange: (() => void) | undefined;
 
   constructor(initial: Fault[] = []) {

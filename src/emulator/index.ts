@@ -1,10 +1,10 @@
 /**
  * In-process entry point of the Hetzner Cloud API emulator.
  *
- * - `state/`: resources and their rules (no HTTP);
+ * - `state/`: resources and their rules, moto-style (store, scheduler, one module per resource; no HTTP);
  * - `http/`: node:http server, routing, parsing, rendering, auth, rate limit headers;
- * - `faults.ts`: fault injection (failing calls, capacity, SSH drops);
- * - `rescue/` (disks, rescue hosts) and `metadata.ts` (metadata documents) plug in through interfaces.
+ * - `hosts/`: disks and hosts (rescue, system and plain hosts: a real sshd per running server);
+ * - `metadata.ts` (metadata documents), `faults.ts` (failing calls, capacity, SSH drops).
  *
  * One listener serves:
  * - `/v1/...`: the API (bearer token; see README.md in this folder for what is modelled);
@@ -13,36 +13,12 @@
  * - `/_emulator/state` (GET), `/_emulator/faults` (GET, POST, DELETE) and `/_emulator/faults/{id}` (DELETE): admin,
  *   with the same bearer token.
  */
-import type { Faults } from "./faults.js";
-import type { DiskStore, RescueHostManager } from "./rescue/types.js";
+import type { Faults, Fault } from "./faults.js";
+import type { HostManagerOptions } from "./hosts/manager.js";
+import type { DiskStore, HostManager } from "./hosts/types.js";
 import type { EmulatorState } from "./state/index.js";
 
-export interface FaultSpec {
-  /** The next `count` calls matching method + path pattern fail with `code` (status from the code table). */
-  kind: "http";
-  /** HTTP method, or "*" for any. */
-  method: string;
-  /** Path pattern below /v1, `*` matches one segment, `**` the rest; e.g. "/servers/*\/actions/poweron". */
-  path: string;
-  code: string;
-  count: number;
-  message?: string;
-}
-
-export interface CapacityFault {
-  kind: "capacity";
-  location: string;
-  serverType: string;
-}
-
-export interface SshDropFault {
-  kind: "ssh_drop";
-  /** Server id, or undefined for every server (current and future rescue hosts). */
-  serverId?: number;
-  afterBytes: number;
-}
-
-export type Fault = FaultSpec | CapacityFault | SshDropFault;
+export type { CapacityFault, Fault, FaultSpec, SshDropFault } from "./faults.js";
 
 /** One request/response pair, for tests that validate all traffic (e.g. the OpenAPI contract test). */
 export interface Exchange {
@@ -59,7 +35,7 @@ export interface Exchange {
 export interface EmulatorOptions {
   /** Bearer token clients must send. */
   token: string;
-  /** Directory for state.json and disks/ (created if missing; state survives restarts). */
+  /** Directory for state.json and disks/ (created if missing; state survives restarts; one emulator at a time). */
   stateDir: string;
   /** host:port to listen on; default "127.0.0.1:0" (a free port). */
   listen?: string;
@@ -69,14 +45,22 @@ export interface EmulatorOptions {
   ipPrefix?: string;
   /** Faults active from the start. */
   faults?: Fault[];
-  /** Real rescue hosts; without it, rescue boots are modelled only (no sshd). */
-  rescue?: RescueHostManager;
+  /**
+   * What running servers run: "real" hosts (a real sshd per running server over its disk; needs root; leftovers of
+   * a crashed emulator are swept first), "modelled" (default: status changes only, nothing listens), or a manager
+   * of your own.
+   */
+  hosts?: "real" | "modelled" | HostManager;
+  /** Settings of real hosts (where their directories go, RAM disk size, diagnostics). */
+  hostOptions?: HostManagerOptions;
   /** Disk files; without it, a built-in sparse-file store is used. */
   disks?: DiskStore;
   /** Rate limit budget (default 3600) and refill per second (default 1). */
   rateLimit?: { limit?: number; refillPerSecond?: number };
   /** Called after every API exchange (not for metadata/admin paths). */
   onExchange?: (exchange: Exchange) => void;
+  /** Diagnostics: why a server has nothing to boot, what a host printed (silent by default). */
+  log?: (line: string) => void;
 }
 
 export interface RunningEmulator {
@@ -90,10 +74,10 @@ export interface RunningEmulator {
   readonly state: EmulatorState;
   /** Active faults; tests may add/remove faults directly (same as the admin endpoint). */
   readonly faults: Faults;
-  /** Stop listening, stop every rescue host, flush state. Idempotent. */
+  /** Stop listening, stop every host, flush state. Idempotent. */
   stop(): Promise<void>;
 }
 
 export { startEmulator } from "./server.js";
 export { parseFault, FaultSyntaxError } from "./faults.js";
-export { EmulatorState } from "./state/index.js";
+export { EmulatorState, StateDirInUseError } from "./state/index.js";

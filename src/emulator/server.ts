@@ -1,4 +1,4 @@
-/** startEmulator: wires state, faults, rate limit and the HTTP listener together (see ./index.ts for the API). */
+/** startEmulator: wires state, hosts, faults, rate limit and the HTTP listener together (see ./index.ts). */
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
@@ -6,13 +6,30 @@ import type { EmulatorOptions, RunningEmulator } from "./index.js";
 import { Faults } from "./faults.js";
 import { createRequestHandler } from "./http/app.js";
 import { RateLimiter } from "./http/ratelimit.js";
-import { createDiskStore } from "./rescue/disks.js";
+import { createDiskStore } from "./hosts/disks.js";
+import { createHostManager, sweep } from "./hosts/manager.js";
+import type { HostManager } from "./hosts/types.js";
 import { EmulatorState } from "./state/index.js";
 
 function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
   if (!m) throw new Error(`listen must be HOST:PORT, got '${listen}'`);
   return { host: m[1] ?? m[2] ?? "127.0.0.1", port: Number(m[3]) };
+}
+
+async function hostManager(options: EmulatorOptions): Promise<HostManager | undefined> {
+  const hosts = options.hosts ?? "modelled";
+  if (hosts === "modelled") return undefined;
+  if (hosts !== "real") return hosts;
+  if (process.getuid?.() !== 0)
+    throw new Error("real hosts need root (loop devices, namespaces); run as root or use modelled hosts");
+  // Leftovers of an emulator that crashed (host directories, loop devices) would block addresses and disks.
+  const swept = await sweep(options.hostOptions?.workDir ? { workDir: options.hostOptions.workDir } : {});
+  if (swept.removedDirs.length + swept.detachedLoops.length > 0)
+    options.log?.(
+      `cleaned up ${swept.removedDirs.length} host(s) and ${swept.detachedLoops.length} loop device(s) left by a previous run`,
+    );
+  return createHostManager({ ...(options.log ? { log: options.log } : {}), ...options.hostOptions });
 }
 
 export async function startEmulator(options: EmulatorOptions): Promise<RunningEmulator> {
@@ -24,13 +41,15 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
     throw new Error(`ipPrefix must look like 127.77.3., got '${ipPrefix}'`);
   const { host, port } = parseListen(options.listen ?? "127.0.0.1:0");
   const faults = new Faults(options.faults ?? []);
-  const state = await EmulatorState.open({
+  const hosts = await hostManager(options);
+  const state = EmulatorState.open({
     stateDir: resolve(options.stateDir),
     speed,
     ipPrefix,
     disks: options.disks ?? createDiskStore(),
-    rescue: options.rescue,
+    hosts,
     faults,
+    ...(options.log ? { log: options.log } : {}),
   });
   faults.onSshDropChange = () => state.refreshSshDrops();
   const limiter = new RateLimiter(options.rateLimit?.limit ?? 3600, options.rateLimit?.refillPerSecond ?? 1);
@@ -53,20 +72,27 @@ export async function startEmulator(options: EmulatorOptions): Promise<RunningEm
   const addr = server.address() as AddressInfo;
   const hostPart = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
   const base = `http://${hostPart}:${addr.port}`;
+  const metadataUrl = (serverId: number) => `${base}/metadata/${serverId}/hetzner/v1/`;
+  state.metadataUrl = metadataUrl;
+  state.resume();
   let stopping: Promise<void> | undefined;
   return {
     endpoint: `${base}/v1`,
     token: options.token,
     adminUrl: `${base}/_emulator`,
-    metadataUrl: (serverId: number) => `${base}/metadata/${serverId}/hetzner/v1/`,
+    metadataUrl,
     state,
     faults,
     stop() {
       stopping ??= (async () => {
+        // Hosts first (state.close), so a listener that cannot close never keeps them running.
         const closed = new Promise<void>((ok) => server.close(() => ok()));
         server.closeAllConnections();
-        await closed;
-        await state.close();
+        try {
+          await state.close();
+        } finally {
+          await closed;
+        }
       })();
       return stopping;
     },

@@ -10,7 +10,6 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { createRescueHostManager } from "../../src/emulator/rescue/index.js";
 import { uploadImage, type UploadOptions, type UploadResult } from "../../src/upload/index.js";
 import { HCloudClient, type Server } from "../../src/hcloud/index.js";
 import { assertNoHostResidue } from "./disk.js";
@@ -72,10 +71,15 @@ export async function startUploadEnv(
   const rescueDir = join(dir, "rescue");
   await mkdir(rescueDir);
   const { ramDisk, ...emuOptions } = options;
-  const rescue = createRescueHostManager({ workDir: rescueDir, ...(ramDisk ? { ramDisk } : {}) });
   let te: TestEmulator;
   try {
-    te = await startTestEmulator({ speed: 200, ...emuOptions, ipPrefix, rescue });
+    te = await startTestEmulator({
+      speed: 200,
+      ...emuOptions,
+      ipPrefix,
+      hosts: "real",
+      hostOptions: { workDir: rescueDir, ...(ramDisk ? { ramDisk } : {}) },
+    });
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;
@@ -189,7 +193,7 @@ export async function snapshotContentSha(
   imageId: number,
   length: number,
 ): Promise<string> {
-  const image = env.te.emulator.state.findImage(imageId);
+  const image = env.te.emulator.state.images.find(imageId);
   assert.ok(image?.disk, `snapshot ${imageId} has a disk file`);
   return sha256File(join(env.te.stateDir, image.disk), length);
 }

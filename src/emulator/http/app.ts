@@ -73,7 +73,7 @@ function send(res: ServerResponse, status: number, headers: Record<string, strin
 
 /** The metadata info of one server for helper-4's renderer. */
 export function metadataInfo(state: EmulatorState, serverId: number): MetadataInfo | undefined {
-  const s = state.findServer(serverId);
+  const s = state.servers.find(serverId);
   if (!s) return undefined;
   const loc = locationByName(s.location);
   return {

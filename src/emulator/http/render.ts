@@ -119,7 +119,7 @@ function reverseDnsName(ip: string): string {
 export function renderServer(state: EmulatorState, s: ServerRecord): Server {
   const type = findServerType(s.serverType);
   const location = locationByName(s.location) ?? LOCATIONS[0];
-  const image = s.imageId === null ? undefined : state.findImage(s.imageId);
+  const image = s.imageId === null ? undefined : state.images.find(s.imageId);
   if (!type || !location) throw new Error(`catalogue lost ${s.serverType}/${s.location}`);
   const zone = location.network_zone;
   const includedTraffic = prices(type).find((p) => p.location === s.location)?.included_traffic ?? null;

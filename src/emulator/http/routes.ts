@@ -7,6 +7,7 @@ import type {
   EmulatorState,
   ImageRecord,
   ServerActionCommand,
+  ServerActionInput,
   ServerRecord,
   SshKeyRecord,
 } from "../state/index.js";
@@ -120,9 +121,7 @@ function listServers(ctx: RouteContext): RouteResult {
     name: (s) => s.name,
     created: (s) => s.created,
   });
-  let servers = state.serverList().filter((s) => state.matchingLabels(s.labels, selector));
-  if (name !== null) servers = servers.filter((s) => s.name === name);
-  if (statuses.length > 0) servers = servers.filter((s) => statuses.includes(s.status));
+  const servers = state.servers.list({ selector, statuses, name });
   servers.sort(cmp ?? ((a, b) => a.id - b.id));
   const { items, meta } = paginate(query, servers);
   return ok({ servers: items.map((s) => renderServer(state, s)), meta });
@@ -150,7 +149,7 @@ function createServer(ctx: RouteContext): RouteResult {
     extra.push({ name: "datacenter", messages: ["datacenter has been removed; use location instead"] });
   publicNet?.check();
   b.check(extra);
-  const result = ctx.state.createServer({
+  const result = ctx.state.servers.create({
     name,
     serverType,
     image,
@@ -183,14 +182,14 @@ function updateServer(ctx: RouteContext): RouteResult {
   const name = b.string("name");
   const labels = b.labels();
   b.check();
-  const s = ctx.state.updateServer(id(ctx), { name, labels });
+  const s = ctx.state.servers.update(id(ctx), { name, labels });
   return ok({ server: renderServer(ctx.state, s) });
 }
 
 function serverAction(command: ServerActionCommand): Handler {
   return (ctx) => {
     const b = new Body(ctx.body);
-    const input: Parameters<EmulatorState["serverAction"]>[2] = {};
+    const input: ServerActionInput = {};
     if (command === "enable_rescue") {
       input.rescueType = b.string("type");
       input.rescueSshKeys = b.intList("ssh_keys");
@@ -206,7 +205,7 @@ function serverAction(command: ServerActionCommand): Handler {
       input.protectRebuild = b.bool("rebuild");
     }
     b.check();
-    const r = ctx.state.serverAction(id(ctx), command, input);
+    const r = ctx.state.servers.action(id(ctx), command, input);
     const body: Record<string, unknown> = { action: renderAction(ctx.state, r.action) };
     if (command === "enable_rescue") body.root_password = r.rootPassword;
     if (r.image) body.image = renderImage(r.image);
@@ -228,14 +227,15 @@ function listImages(ctx: RouteContext): RouteResult {
   const includeDeprecated = boolParam(query, "include_deprecated") ?? false;
   const name = query.get("name");
   const cmp = sorter<ImageRecord>(query, { id: (i) => i.id, name: (i) => i.name, created: (i) => i.created });
-  let images = state.imageList().filter((i) => state.matchingLabels(i.labels, selector));
-  if (types.length > 0) images = images.filter((i) => types.includes(i.type));
-  if (statuses.length > 0) images = images.filter((i) => statuses.includes(i.status));
-  if (arch !== null) images = images.filter((i) => i.architecture === arch);
-  if (boundTo.length > 0)
-    images = images.filter((i) => i.boundTo !== null && boundTo.includes(String(i.boundTo)));
-  if (!includeDeprecated) images = images.filter((i) => i.deprecated === null);
-  if (name !== null) images = images.filter((i) => i.name === name);
+  const images = state.images.list({
+    selector,
+    types,
+    statuses,
+    architecture: arch,
+    boundTo,
+    includeDeprecated,
+    name,
+  });
   images.sort(cmp ?? ((a, b) => a.id - b.id));
   const { items, meta } = paginate(query, images);
   return ok({ images: items.map(renderImage), meta });
@@ -247,11 +247,11 @@ function updateImage(ctx: RouteContext): RouteResult {
   const type = b.string("type");
   const labels = b.labels();
   b.check();
-  return ok({ image: renderImage(ctx.state.updateImage(id(ctx), { description, type, labels })) });
+  return ok({ image: renderImage(ctx.state.images.update(id(ctx), { description, type, labels })) });
 }
 
 async function deleteImage(ctx: RouteContext): Promise<RouteResult> {
-  await ctx.state.deleteImage(id(ctx));
+  await ctx.state.images.delete(id(ctx));
   return { status: 204 };
 }
 
@@ -259,7 +259,7 @@ function changeImageProtection(ctx: RouteContext): RouteResult {
   const b = new Body(ctx.body);
   const del = b.bool("delete");
   b.check();
-  return ok({ action: renderAction(ctx.state, ctx.state.changeImageProtection(id(ctx), del)) }, 201);
+  return ok({ action: renderAction(ctx.state, ctx.state.images.changeProtection(id(ctx), del)) }, 201);
 }
 
 // ---- SSH keys ----
@@ -270,9 +270,7 @@ function listSshKeys(ctx: RouteContext): RouteResult {
   const name = query.get("name");
   const fingerprint = query.get("fingerprint");
   const cmp = sorter<SshKeyRecord>(query, { id: (k) => k.id, name: (k) => k.name });
-  let keys = state.sshKeyList().filter((k) => state.matchingLabels(k.labels, selector));
-  if (name !== null) keys = keys.filter((k) => k.name === name);
-  if (fingerprint !== null) keys = keys.filter((k) => k.fingerprint === fingerprint);
+  const keys = state.sshKeys.list({ selector, name, fingerprint });
   keys.sort(cmp ?? ((a, b) => a.id - b.id));
   const { items, meta } = paginate(query, keys);
   return ok({ ssh_keys: items.map(renderSshKey), meta });
@@ -285,7 +283,7 @@ function createSshKey(ctx: RouteContext): RouteResult {
   const labels = b.labels();
   b.check();
   return ok(
-    { ssh_key: renderSshKey(ctx.state.createSshKey({ name, publicKey, labels: labels ?? {} })) },
+    { ssh_key: renderSshKey(ctx.state.sshKeys.create({ name, publicKey, labels: labels ?? {} })) },
     201,
   );
 }
@@ -295,7 +293,7 @@ function updateSshKey(ctx: RouteContext): RouteResult {
   const name = b.string("name");
   const labels = b.labels();
   b.check();
-  return ok({ ssh_key: renderSshKey(ctx.state.updateSshKey(id(ctx), { name, labels })) });
+  return ok({ ssh_key: renderSshKey(ctx.state.sshKeys.update(id(ctx), { name, labels })) });
 }
 
 // ---- Actions ----
@@ -364,24 +362,24 @@ const SERVER_ACTIONS: ServerActionCommand[] = [
 export const ROUTES: Route[] = [
   r("GET", "/servers", listServers),
   r("POST", "/servers", createServer),
-  r("GET", "/servers/{id}", (ctx) => ok({ server: renderServer(ctx.state, ctx.state.getServer(id(ctx))) })),
+  r("GET", "/servers/{id}", (ctx) => ok({ server: renderServer(ctx.state, ctx.state.servers.get(id(ctx))) })),
   r("PUT", "/servers/{id}", updateServer),
   r("DELETE", "/servers/{id}", (ctx) =>
-    ok({ action: renderAction(ctx.state, ctx.state.deleteServer(id(ctx))) }),
+    ok({ action: renderAction(ctx.state, ctx.state.servers.delete(id(ctx))) }),
   ),
   r("GET", "/servers/{id}/actions", (ctx) => {
-    ctx.state.getServer(id(ctx));
+    ctx.state.servers.get(id(ctx));
     return listActions(ctx, "server", id(ctx));
   }),
   r("GET", "/servers/{id}/actions/{id}", (ctx) => actionOf(ctx, "server")),
   ...SERVER_ACTIONS.map((c) => r("POST", `/servers/{id}/actions/${c}`, serverAction(c))),
 
   r("GET", "/images", listImages),
-  r("GET", "/images/{id}", (ctx) => ok({ image: renderImage(ctx.state.getImage(id(ctx))) })),
+  r("GET", "/images/{id}", (ctx) => ok({ image: renderImage(ctx.state.images.get(id(ctx))) })),
   r("PUT", "/images/{id}", updateImage),
   r("DELETE", "/images/{id}", deleteImage),
   r("GET", "/images/{id}/actions", (ctx) => {
-    ctx.state.getImage(id(ctx));
+    ctx.state.images.get(id(ctx));
     return listActions(ctx, "image", id(ctx));
   }),
   r("GET", "/images/{id}/actions/{id}", (ctx) => actionOf(ctx, "image")),
@@ -389,10 +387,10 @@ export const ROUTES: Route[] = [
 
   r("GET", "/ssh_keys", listSshKeys),
   r("POST", "/ssh_keys", createSshKey),
-  r("GET", "/ssh_keys/{id}", (ctx) => ok({ ssh_key: renderSshKey(ctx.state.getSshKey(id(ctx))) })),
+  r("GET", "/ssh_keys/{id}", (ctx) => ok({ ssh_key: renderSshKey(ctx.state.sshKeys.get(id(ctx))) })),
   r("PUT", "/ssh_keys/{id}", updateSshKey),
   r("DELETE", "/ssh_keys/{id}", (ctx) => {
-    ctx.state.deleteSshKey(id(ctx));
+    ctx.state.sshKeys.delete(id(ctx));
     return { status: 204 };
   }),
 

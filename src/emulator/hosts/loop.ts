@@ -12,8 +12,23 @@ export interface LoopDevice {
   minor: number;
 }
 
-export async function attachLoop(file: string): Promise<LoopDevice> {
-  const { stdout } = await run("losetup", ["--find", "--show", "--direct-io=off", "--", file]);
+/**
+ * Attach `file` (or the part of it at `offset`, `sizeLimit` bytes long: a partition, since kernels built without
+ * partition table support give loop devices no partitions).
+ */
+export async function attachLoop(
+  file: string,
+  opts: { offset?: number; sizeLimit?: number } = {},
+): Promise<LoopDevice> {
+  const { stdout } = await run("losetup", [
+    "--find",
+    "--show",
+    "--direct-io=off",
+    ...(opts.offset !== undefined ? ["--offset", String(opts.offset)] : []),
+    ...(opts.sizeLimit !== undefined ? ["--sizelimit", String(opts.sizeLimit)] : []),
+    "--",
+    file,
+  ]);
   const path = stdout.trim();
   const name = path.replace(/^\/dev\//, "");
   const [major, minor] = (await readFile(`/sys/block/${name}/dev`, "utf8")).trim().split(":").map(Number);

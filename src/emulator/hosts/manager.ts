@@ -1,31 +1,35 @@
-/** Starts, finds and stops rescue hosts; `sweep` clears what a crashed emulator left behind. */
+/** Starts, finds and stops hosts; `sweep` clears what a crashed emulator left behind. */
 import { execFile } from "node:child_process";
 import { readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { pause } from "../../util/time.js";
+import { detachLoopIfOurs } from "./loop.js";
 import {
   HOST_DIR_PREFIX,
   MARKER_FILE,
   MARKER_KIND,
   processStart,
-  startRescueHost,
+  startHost,
   type HostMarker,
-  type StartedRescueHost,
-} from "./host.js";
-import { detachLoopIfOurs } from "./loop.js";
-import type { RescueHostManager, RescueHostSpec } from "./types.js";
+  type StartedHost,
+} from "./runtime.js";
+import type { HostManager, HostSpec } from "./types.js";
 
 const run = promisify(execFile);
 
-export type { StartedRescueHost } from "./host.js";
+export type { StartedHost } from "./runtime.js";
 
-export interface RescueHostManagerOptions {
+/** Host directories of earlier versions (swept too). */
+const OLD_PREFIXES = ["hetznix-rescue-"];
+
+export interface HostManagerOptions {
   /** Where per-host directories are made (default: the OS temp dir). Must not be under /run, /dev, /proc or /sys. */
   workDir?: string;
   /** Port the proxy listens on at each host's ip (default 22). */
   sshPort?: number;
-  /** Size of the tmpfs /tmp and /root inside a host, like the rescue system's RAM disk (default "1g"). */
+  /** Size of the tmpfs /tmp (and /root, but in system hosts) inside a host, like the rescue RAM disk (default "1g"). */
   ramDisk?: string;
   /** Give up starting a host after this long (default 20 s). */
   startTimeoutMs?: number;
@@ -33,15 +37,19 @@ export interface RescueHostManagerOptions {
   log?: (line: string) => void;
 }
 
-export interface ExtendedRescueHostManager extends RescueHostManager {
-  start(spec: RescueHostSpec): Promise<StartedRescueHost>;
-  get(serverId: number): StartedRescueHost | undefined;
+export interface RealHostManager extends HostManager {
+  start(spec: HostSpec): Promise<StartedHost>;
+  get(serverId: number): StartedHost | undefined;
 }
 
-export function createRescueHostManager(opts: RescueHostManagerOptions = {}): ExtendedRescueHostManager {
+/** @deprecated the old name of createHostManager. */
+export const createRescueHostManager = (opts: HostManagerOptions = {}): RealHostManager =>
+  createHostManager(opts);
+
+export function createHostManager(opts: HostManagerOptions = {}): RealHostManager {
   const workDir = resolve(opts.workDir ?? tmpdir());
   if (/^\/(run|dev|proc|sys)(\/|$)/.test(workDir)) {
-    throw new Error(`rescue workDir ${workDir} would be hidden inside the rescue namespace`);
+    throw new Error(`host workDir ${workDir} would be hidden inside the host's namespace`);
   }
   const settings = {
     workDir,
@@ -51,20 +59,20 @@ export function createRescueHostManager(opts: RescueHostManagerOptions = {}): Ex
     log: opts.log ?? (() => undefined),
   };
   if (!/^\d+[kmg]?$/.test(settings.ramDisk)) throw new Error(`invalid ramDisk size ${settings.ramDisk}`);
-  const hosts = new Map<number, StartedRescueHost>();
+  const hosts = new Map<number, StartedHost>();
   const starting = new Set<number>();
 
   return {
     async start(spec) {
       if (hosts.has(spec.serverId) || starting.has(spec.serverId)) {
-        throw new Error(`rescue host for server ${spec.serverId} is already running`);
+        throw new Error(`a host for server ${spec.serverId} is already running`);
       }
       starting.add(spec.serverId);
       try {
         // sshd's port is picked free just before it binds; another process may take it meanwhile: retry then.
         for (let attempt = 1; ; attempt++) {
           try {
-            const host = await startRescueHost(spec, settings, () => {
+            const host = await startHost(spec, settings, () => {
               if (hosts.get(spec.serverId) === host) hosts.delete(spec.serverId);
             });
             hosts.set(spec.serverId, host);
@@ -86,7 +94,7 @@ export function createRescueHostManager(opts: RescueHostManagerOptions = {}): Ex
       if (failed.length > 0) {
         throw new AggregateError(
           failed.map((f) => f.reason as unknown),
-          "some rescue hosts did not stop cleanly",
+          "some hosts did not stop cleanly",
         );
       }
     },
@@ -113,15 +121,17 @@ export async function sweep(opts: { workDir?: string } = {}): Promise<SweepResul
   const workDir = resolve(opts.workDir ?? tmpdir());
   const result: SweepResult = { removedDirs: [], detachedLoops: [], killedPids: [], skippedLive: [] };
   for (const entry of await readdir(workDir)) {
-    if (!entry.startsWith(HOST_DIR_PREFIX)) continue;
+    if (![HOST_DIR_PREFIX, ...OLD_PREFIXES].some((p) => entry.startsWith(p))) continue;
     const dir = join(workDir, entry);
     let marker: HostMarker;
     try {
-      marker = JSON.parse(await readFile(join(dir, MARKER_FILE), "utf8")) as HostMarker;
+      const file = (await readdir(dir)).find((f) => f === MARKER_FILE || f === "hetznix-rescue.json");
+      if (file === undefined) continue;
+      marker = JSON.parse(await readFile(join(dir, file), "utf8")) as HostMarker;
     } catch {
       continue; // not ours, or still being created
     }
-    if (marker.kind !== MARKER_KIND) continue;
+    if (marker.kind !== MARKER_KIND && (marker.kind as string) !== "hetznix-rescue-host/1") continue;
     if (await isAlive(marker.ownerPid, marker.ownerStart)) {
       result.skippedLive.push(dir);
       continue;
@@ -146,7 +156,7 @@ export async function sweep(opts: { workDir?: string } = {}): Promise<SweepResul
         if (!stdout.split("\n").some((l) => l.trim() === `/dev/${marker.loop}`)) break;
         if (i === 0) result.detachedLoops.push(marker.loop);
         await detachLoopIfOurs(marker.loop, marker.diskPath).catch(() => undefined);
-        await new Promise((r) => setTimeout(r, 100));
+        await pause(100);
       }
     }
     await rm(dir, { recursive: true, force: true });

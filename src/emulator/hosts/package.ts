@@ -1,0 +1,69 @@
+/**
+ * hetznix itself, as hosts need it: the metadata agent run at a system host's boot (on the machine, against the
+ * mounted disk) and the `hetznix` command inside hosts (the emulator's own package, bound read-only at /opt/hetznix,
+ * as the NixOS module puts hetznix on a real server).
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { basename, dirname, join, relative, resolve, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export interface HetznixPackage {
+  /** The package root on the machine (holds package.json). */
+  dir: string;
+  /** What is bound into hosts under /opt/hetznix. */
+  entries: string[];
+  /** Runs the CLI on the machine: [node, ...loader, main]. */
+  command: string[];
+  /** The same inside a host (paths under /opt/hetznix); undefined when the package cannot be bound there. */
+  hostCommand: string[] | undefined;
+}
+
+const IN_HOST = "/opt/hetznix";
+
+let cached: HetznixPackage | null | undefined;
+
+/** Finds the running hetznix package (from source with tsx, or built). Undefined when it cannot be found. */
+export function hetznixPackage(): HetznixPackage | undefined {
+  if (cached !== undefined) return cached ?? undefined;
+  cached = find() ?? null;
+  return cached ?? undefined;
+}
+
+function find(): HetznixPackage | undefined {
+  const self = fileURLToPath(import.meta.url);
+  const codeDir = resolve(dirname(self), "..", ".."); // src/ or dist/
+  const dir = dirname(codeDir);
+  const manifest = join(dir, "package.json");
+  if (!existsSync(manifest)) return undefined;
+  try {
+    if ((JSON.parse(readFileSync(manifest, "utf8")) as { name?: string }).name !== "hetznix")
+      return undefined;
+  } catch {
+    return undefined;
+  }
+  const fromSource = self.endsWith(".ts");
+  const main = join(codeDir, "cli", fromSource ? "main.ts" : "main.js");
+  let loader: string | undefined;
+  if (fromSource) {
+    try {
+      loader = fileURLToPath(import.meta.resolve("tsx"));
+    } catch {
+      return undefined;
+    }
+  }
+  const entries = ["package.json", basename(codeDir), "node_modules"].filter((e) => existsSync(join(dir, e)));
+  if (existsSync(join(dir, "tsconfig.json"))) entries.push("tsconfig.json");
+  const command = [process.execPath, ...(loader ? ["--import", loader] : []), main];
+  const inside = (p: string): string | undefined => {
+    const rel = relative(dir, p);
+    return rel.startsWith("..") || rel.startsWith(sep) ? undefined : `${IN_HOST}/${rel.split(sep).join("/")}`;
+  };
+  const hostLoader = loader === undefined ? undefined : inside(loader);
+  const hostMain = inside(main);
+  const nodeVisible = process.execPath.startsWith("/usr/");
+  const hostCommand =
+    hostMain !== undefined && (loader === undefined || hostLoader !== undefined) && nodeVisible
+      ? [process.execPath, ...(hostLoader ? ["--import", hostLoader] : []), hostMain]
+      : undefined;
+  return { dir, entries, command, hostCommand };
+}
