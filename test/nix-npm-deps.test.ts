@@ -31,6 +31,10 @@ interface NpmDepsDrv {
   outputHashMode: string;
   buildCommand: string;
   script: string;
+  depsPath: string;
+  /** Of the package itself. */
+  disallowedReferences: string[];
+  installPhase: string;
 }
 
 // nix/package.nix called with just enough of nixpkgs to read its fixed-output derivation (no nixpkgs here).
@@ -51,9 +55,13 @@ let
     cacert = "/nix/store/00000000000000000000000000000000-cacert";
     makeWrapper = "/nix/store/00000000000000000000000000000000-make-wrapper";
   };
-  deps = (import (/. + root + "/nix/package.nix") stubs).passthru.npmDeps;
+  pkg = import (/. + root + "/nix/package.nix") stubs;
+  deps = pkg.passthru.npmDeps;
 in {
   inherit (deps) name outputHash outputHashMode buildCommand;
+  depsPath = deps.outPath; # (a set with an outPath would be printed as that path alone)
+  disallowedReferences = map (r: r.outPath or r) pkg.disallowedReferences;
+  inherit (pkg) installPhase;
   script = "\${/. + root + "/nix/npm-deps.sh"}";
 }`;
 
@@ -125,6 +133,12 @@ describe("npm dependencies of the Nix package", { timeout: 240_000 }, () => {
       drv.buildCommand.includes(`${drv.script} "$src" "$out"`),
       `the derivation runs ${drv.script} (nix/npm-deps.sh with this content):\n${drv.buildCommand}`,
     );
+  });
+
+  it("the package installs the runtime tree and cannot reference the build tree (TypeScript, linters)", () => {
+    assert.ok(drv.installPhase.includes(`${drv.depsPath}/runtime/node_modules`), drv.installPhase);
+    assert.ok(!drv.installPhase.includes(`${drv.depsPath}/build`), "the build tree is not installed");
+    assert.deepEqual(drv.disallowedReferences, [drv.depsPath], "disallowedReferences = [ npmDeps ]");
   });
 
   it("the derivation's name follows the lockfile, so a changed lockfile is never served from an old download", () => {
