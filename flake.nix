@@ -1,7 +1,7 @@
 {
   description = "hetznix: NixOS on Hetzner Cloud (disk images, the boot-time metadata agent, the hetznix CLI)";
 
-  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.05";
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
 
   outputs =
     { self, nixpkgs }:

@@ -130,10 +130,10 @@ in
 
       environment.systemPackages = [ cfg.package ];
 
-      # Small: no documentation, no channel (a flake-based system needs neither).
+      # Small: no documentation (a flake-based system needs none). The channel is off too, unless
+      # hetznix.image.copyChannel puts one into the image (./image.nix).
       documentation.enable = lib.mkDefault false;
       documentation.nixos.enable = lib.mkDefault false;
-      nix.channel.enable = lib.mkDefault false;
 
       system.stateVersion = lib.mkDefault "25.05";
     }

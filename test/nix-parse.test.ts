@@ -1,7 +1,8 @@
 /**
- * Every .nix file in the repository parses (`nix-instantiate --parse`, from Debian's nix-bin). NixOS cannot be
- * built here, so this is the check the test suite can make; option names are checked against nixpkgs by hand
- * (docs/image.md lists them).
+ * Every .nix file in the repository parses (`nix-instantiate --parse`, from Debian's nix-bin; a parse also
+ * rejects undefined variables). NixOS cannot be evaluated here: test/nix-image.test.ts and
+ * test/nix-npm-deps.test.ts check what can be checked without nixpkgs, and the README says which nixpkgs file each
+ * option was checked against.
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
