@@ -1,25 +1,26 @@
 /**
  * The Quick start demo: the whole story on the built-in emulator, run as a user would run it.
  *
- *  1. build a small sample disk image: an ext4 filesystem with real files in it (mke2fs -d, no mounting);
- *  2. start `hetznix emulator` (real rescue hosts: sshd over loop devices on 127.x addresses);
- *  3. `hetznix upload` the image, with the progress a user sees;
- *  4. upload it again: the snapshot with the same content is found, nothing is created;
- *  5. show the snapshot, create a server from it, boot it into rescue and show over SSH that its disk holds the same
- *     bytes and the same files;
- *  6. clean up: server, key, snapshot, emulator, temporary files.
+ *  1. build a sample NixOS-like disk image with Nix (GPT, ESP, an ext4 root labelled nixos holding a Nix store with a
+ *     small system, its profile and Nix database; scripts/sample/);
+ *  2. start `hetznix emulator` (real hosts: an sshd per running server on 127.x addresses);
+ *  3. `hetznix upload` the image, with the progress a user sees; upload it again: found by content;
+ *  4. create a server from the snapshot: it boots its own disk, the metadata agent runs at boot; SSH in as root with
+ *     the key given at create and show the system profile and what the agent wrote;
+ *  5. clean up: server, key, snapshot, emulator, temporary files; check that nothing is left.
  *
- * Needs root (loop devices, mount namespaces) and the Debian packages scripts/setup.sh installs.
+ * Needs root (loop devices, namespaces) and the Debian packages scripts/setup.sh installs.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { HCloudClient } from "../src/hcloud/index.js";
+import { buildSampleImage } from "./sample/image.js";
 import { connect, exec, generateKeyPair } from "../src/ssh/index.js";
 
 const repo = fileURLToPath(new URL("..", import.meta.url));
@@ -68,22 +69,6 @@ async function sha256Of(path: string): Promise<string> {
   return hash.digest("hex");
 }
 
-/** A sample root filesystem: a few real files from this machine plus a marker, in a 256 MiB ext4 image. */
-async function buildSampleImage(dir: string): Promise<string> {
-  const tree = join(dir, "tree");
-  await mkdir(join(tree, "etc"), { recursive: true });
-  await mkdir(join(tree, "bin"), { recursive: true });
-  await writeFile(join(tree, "etc/os-release"), 'NAME="hetznix demo"\nID=hetznix-demo\n');
-  await writeFile(join(tree, "README"), `Built by the hetznix demo on ${new Date().toISOString()}\n`);
-  for (const bin of ["/bin/bash", "/usr/bin/sha256sum", "/usr/bin/zstd"]) {
-    await copyFile(bin, join(tree, "bin", bin.split("/").pop() ?? "file")).catch(() => undefined);
-  }
-  const image = join(dir, "sample.img");
-  shown(`mke2fs -q -t ext4 -d ${tree} ${image} 256M`);
-  await run("mke2fs", ["-q", "-F", "-t", "ext4", "-L", "nixos", "-d", tree, image, "256M"], { quiet: true });
-  return image;
-}
-
 async function startEmulator(stateDir: string): Promise<{ child: ChildProcess; endpoint: string }> {
   const args = ["emulator", "--listen", "127.0.0.1:0", "--state-dir", stateDir];
   args.push("--speed", "20", "--ip-prefix", "127.87.0.", "--json");
@@ -119,7 +104,7 @@ async function stopChild(child: ChildProcess): Promise<void> {
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) {
     throw new Error(
-      "the demo needs root (loop devices and mount namespaces for the rescue hosts): run it as root",
+      "the demo needs root (loop devices and namespaces for the emulated servers): run it as root",
     );
   }
   const work = await mkdtemp(join(tmpdir(), "hetznix-demo-"));
@@ -137,10 +122,14 @@ async function main(): Promise<void> {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
   try {
-    title("1. Build a sample NixOS-like disk image (ext4 with real files)");
-    const image = await buildSampleImage(work);
+    title("1. Build a sample NixOS-like disk image with Nix");
+    const sample = await buildSampleImage({ out: join(work, "nixos.img") });
+    const image = sample.path;
     const sha = await sha256Of(image);
-    process.stdout.write(`sample image: 256 MiB raw, sha256 ${sha.slice(0, 16)}…\n`);
+    process.stdout.write(
+      `${image}: ${sample.sizeBytes / 1024 / 1024} MiB raw (GPT: ESP + ext4 "nixos"), sha256 ${sha.slice(0, 16)}…\n` +
+        `system ${sample.systemPath}\n`,
+    );
 
     title("2. Start the local Hetzner Cloud emulator");
     const started = await startEmulator(join(work, "state"));
@@ -162,60 +151,63 @@ async function main(): Promise<void> {
     shown(`hetznix ${quoted(uploadArgs)}`);
     await run(process.execPath, [...cli, ...uploadArgs], { env });
 
-    title("4. Upload the same image again: found by content, nothing created");
+    title("Upload the same image again: found by content, nothing created");
     shown(`hetznix ${quoted(uploadArgs)}`);
     await run(process.execPath, [...cli, ...uploadArgs], { env });
 
-    title("5. The snapshot, and a server made from it");
+    title("4. A server from the snapshot boots its own disk");
     const client = new HCloudClient({ token, endpoint: started.endpoint });
     const [snapshot] = await client.images.all({ type: "snapshot", labelSelector: "app=demo" });
     if (!snapshot) throw new Error("no snapshot labelled app=demo was found");
     process.stdout.write(
       `snapshot ${snapshot.id}: "${snapshot.description}", ${snapshot.architecture}, disk ${snapshot.disk_size} GB, ` +
-        `image ${snapshot.image_size?.toFixed(3)} GB stored\n  labels: ${Object.entries(snapshot.labels)
-          .map(([k, v]) => `${k}=${v}`)
-          .join(", ")}\n`,
+        `image ${snapshot.image_size?.toFixed(3)} GB stored\n`,
     );
     const key = generateKeyPair("hetznix-demo");
     const sshKey = await client.sshKeys.create({ name: "hetznix-demo", publicKey: key.publicKey });
+    shown(
+      `hcloud server create --name web-1 --type cx23 --image ${snapshot.id} --ssh-key hetznix-demo --location fsn1`,
+    );
     const created = await client.servers.create({
-      name: "demo-from-snapshot",
+      name: "web-1",
       server_type: "cx23",
       image: snapshot.id,
       location: "fsn1",
       ssh_keys: [sshKey.id],
-      start_after_create: false,
     });
     const server = created.server;
     try {
       await client.waitForActions([...(created.action ? [created.action] : []), ...created.nextActions]);
-      process.stdout.write(`server ${server.id} "${server.name}" created from snapshot ${snapshot.id}\n`);
-      const rescue = await client.servers.enableRescue(server.id, { type: "linux64", ssh_keys: [sshKey.id] });
-      await client.waitForActions([rescue.action]);
-      await client.waitForActions([await client.servers.poweron(server.id)]);
       const ip = (await client.servers.getById(server.id)).public_net.ipv4?.ip;
       if (!ip) throw new Error("the server has no IPv4 address");
-      process.stdout.write(`booted into rescue; ssh root@${ip}\n`);
-      const conn = await connect({ host: ip, privateKey: key.privateKey });
+      process.stdout.write(`server ${server.id} "${server.name}" is running at ${ip}\n`);
+      shown(`ssh root@${ip}   # with the key given at create, which the metadata agent installed at boot`);
+      const conn = await connect({
+        host: ip,
+        privateKey: key.privateKey,
+        maxAttempts: 30,
+        maxTotalMs: 60_000,
+      });
       try {
-        const size = 256 * 1024 * 1024;
-        const check = await exec(conn, `head -c ${size} /dev/sda | sha256sum`);
-        const remote = check.stdoutTail.trim().split(/\s+/)[0] ?? "";
-        process.stdout.write(
-          `sha256 of the first 256 MiB of the server's /dev/sda: ${remote.slice(0, 16)}…\n`,
-        );
-        if (remote !== sha) throw new Error(`the server's disk differs from the image (${remote} != ${sha})`);
-        process.stdout.write("the same bytes as the sample image\n");
-        const files = await exec(
-          conn,
-          "mkdir -p /mnt && mount -o ro /dev/sda /mnt && ls /mnt /mnt/etc; umount /mnt",
-        );
-        process.stdout.write(`files on it:\n${files.stdoutTail.replace(/^/gm, "  ")}\n`);
+        const show = async (cmd: string) => {
+          shown(cmd);
+          const r = await exec(conn, cmd, { tailLines: 40 });
+          if (r.exitCode !== 0) throw new Error(`${cmd} failed on the server: ${r.stderrTail}`);
+          process.stdout.write(r.stdoutTail ? `${r.stdoutTail}\n` : "");
+          return r.stdoutTail;
+        };
+        await show("hostname");
+        const current = await show("readlink /run/current-system");
+        if (current !== sample.systemPath)
+          throw new Error(`the server runs ${current}, not the image's system ${sample.systemPath}`);
+        await show("nix-env -p /nix/var/nix/profiles/system --list-generations");
+        await show("cat /var/lib/hetznix/authorized_keys.d/root | cut -c1-60");
+        await show("ls /run/systemd/network && cat /run/systemd/network/50-hetznix-public-*.network");
       } finally {
-        conn.close();
+        await conn.close();
       }
     } finally {
-      title("6. Clean up");
+      title("5. Clean up");
       await client.waitForActions([await client.servers.delete(server.id)]).catch(() => undefined);
       await client.sshKeys.delete(sshKey.id).catch(() => undefined);
       await client.images.delete(snapshot.id).catch(() => undefined);
@@ -230,7 +222,7 @@ async function main(): Promise<void> {
   process.stdout.write("emulator stopped; checked: no sshd, loop device, mount or temporary file is left\n");
 }
 
-/** The emulator's rescue hosts keep their sshd config, host key and fifo in such directories. */
+/** The emulator's hosts keep their sshd config, host key and fifo in such directories. */
 async function rescueDirs(): Promise<string[]> {
   return (await readdir(tmpdir())).filter((n) => n.startsWith("hetznix-host-"));
 }
@@ -241,7 +233,7 @@ async function rescueDirs(): Promise<string[]> {
  */
 async function leftovers(dir: string, rescueDirsBefore: string[]): Promise<string[]> {
   const found: string[] = [];
-  for (const d of await rescueDirs()) if (!rescueDirsBefore.includes(d)) found.push(`rescue host ${d}`);
+  for (const d of await rescueDirs()) if (!rescueDirsBefore.includes(d)) found.push(`host directory ${d}`);
   const loops = await new Promise<string>((resolve) => {
     const child = spawn("losetup", ["--list", "--noheadings", "--output", "NAME,BACK-FILE"]);
     let out = "";

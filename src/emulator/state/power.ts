@@ -27,6 +27,8 @@ export interface PowerOptions {
 
 export class Power {
   private readonly hosts = new Map<number, Host>();
+  /** Hosts being stopped, so a boot of the same server waits for its disk and address to be free. */
+  private readonly stopping = new Map<number, Promise<void>>();
 
   constructor(
     private readonly store: Store,
@@ -45,6 +47,7 @@ export class Power {
   /** Boots the server: into the rescue system when enabled and not yet used, else its disk. */
   async boot(s: ServerRecord): Promise<void> {
     await this.halt(s);
+    await this.stopping.get(s.id);
     const rescue = s.rescueEnabled && !s.rescueConsumed;
     if (rescue) {
       s.rescueConsumed = true;
@@ -96,9 +99,19 @@ export class Power {
 
   async stopHost(s: ServerRecord, graceful = false): Promise<void> {
     const host = this.hosts.get(s.id);
-    if (!host) return;
+    if (!host) return this.stopping.get(s.id);
     this.hosts.delete(s.id);
-    await host.stop({ graceful });
+    await this.stopTracked(s.id, host, graceful);
+  }
+
+  /** Stops a host that is already out of the map; boots of the server wait for it. */
+  private stopTracked(serverId: number, host: Host, graceful: boolean): Promise<void> {
+    const p = host.stop({ graceful }).finally(() => {
+      if (this.stopping.get(serverId) === p) this.stopping.delete(serverId);
+    });
+    this.stopping.set(serverId, p);
+    this.scheduler.track(p.catch(() => undefined));
+    return p;
   }
 
   /** Stops what runs on the server (its host, a pending guest shutdown); leaving rescue ends rescue mode. */
@@ -126,7 +139,7 @@ export class Power {
     const host = this.hosts.get(serverId);
     this.hosts.delete(serverId);
     if (s.status === "deleting") {
-      void host?.stop().catch(() => undefined);
+      if (host) void this.stopTracked(serverId, host, false).catch(() => undefined);
       return;
     }
     if (s.inRescue) {
@@ -136,7 +149,9 @@ export class Power {
     s.offAt = null;
     s.status = next === "off" ? "off" : "starting";
     this.store.save();
-    const stopped = (host?.stop({ graceful: true }) ?? Promise.resolve()).catch(() => undefined);
+    const stopped = (host ? this.stopTracked(serverId, host, true) : Promise.resolve()).catch(
+      () => undefined,
+    );
     if (next === "reboot") {
       const rebooted = stopped
         .then(() => (this.store.closed || s.status !== "starting" ? undefined : this.boot(s)))
