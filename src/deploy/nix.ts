@@ -46,10 +46,10 @@ export function runNixTool(
     let stdout = "";
     const errLines: string[] = [];
     let partial = "";
-    child.stdout.on("data", (d: Buffer) => {
+    child.stdout?.on("data", (d: Buffer) => {
       if (stdout.length < 16 * 1024 * 1024) stdout += d.toString();
     });
-    child.stderr.on("data", (d: Buffer) => {
+    child.stderr?.on("data", (d: Buffer) => {
       const text = partial + d.toString();
       const lines = text.split("\n");
       partial = lines.pop() ?? "";
