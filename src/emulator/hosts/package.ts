@@ -4,8 +4,8 @@
  * as the NixOS module puts hetznix on a real server).
  */
 import { existsSync, readFileSync } from "node:fs";
-import { basename, dirname, join, relative, resolve, sep } from "node:path";
-import { fileURLToPath } from "node:url";
+import { basename, join, relative, sep } from "node:path";
+import { selfCommand } from "../../util/self.js";
 
 export interface HetznixPackage {
   /** The package root on the machine (holds package.json). */
@@ -30,40 +30,29 @@ export function hetznixPackage(): HetznixPackage | undefined {
 }
 
 function find(): HetznixPackage | undefined {
-  const self = fileURLToPath(import.meta.url);
-  const codeDir = resolve(dirname(self), "..", ".."); // src/ or dist/
-  const dir = dirname(codeDir);
-  const manifest = join(dir, "package.json");
-  if (!existsSync(manifest)) return undefined;
+  const self = selfCommand();
+  if (!self) return undefined;
+  const dir = self.packageDir;
   try {
-    if ((JSON.parse(readFileSync(manifest, "utf8")) as { name?: string }).name !== "hetznix")
-      return undefined;
+    const manifest = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { name?: string };
+    if (manifest.name !== "hetznix") return undefined;
   } catch {
     return undefined;
   }
-  const fromSource = self.endsWith(".ts");
-  const main = join(codeDir, "cli", fromSource ? "main.ts" : "main.js");
-  let loader: string | undefined;
-  if (fromSource) {
-    try {
-      loader = fileURLToPath(import.meta.resolve("tsx"));
-    } catch {
-      return undefined;
-    }
-  }
-  const entries = ["package.json", basename(codeDir), "node_modules"].filter((e) => existsSync(join(dir, e)));
+  const entries = ["package.json", basename(self.codeDir), "node_modules"].filter((e) =>
+    existsSync(join(dir, e)),
+  );
   if (existsSync(join(dir, "tsconfig.json"))) entries.push("tsconfig.json");
-  const command = [process.execPath, ...(loader ? ["--import", loader] : []), main];
   const inside = (p: string): string | undefined => {
     const rel = relative(dir, p);
     return rel.startsWith("..") || rel.startsWith(sep) ? undefined : `${IN_HOST}/${rel.split(sep).join("/")}`;
   };
-  const hostLoader = loader === undefined ? undefined : inside(loader);
-  const hostMain = inside(main);
+  const hostLoader = self.loader === undefined ? undefined : inside(self.loader);
+  const hostMain = inside(self.main);
   const nodeVisible = process.execPath.startsWith("/usr/");
   const hostCommand =
-    hostMain !== undefined && (loader === undefined || hostLoader !== undefined) && nodeVisible
+    hostMain !== undefined && (self.loader === undefined || hostLoader !== undefined) && nodeVisible
       ? [process.execPath, ...(hostLoader ? ["--import", hostLoader] : []), hostMain]
       : undefined;
-  return { dir, entries, command, hostCommand };
+  return { dir, entries, command: self.argv, hostCommand };
 }
