@@ -81,7 +81,7 @@ function ssh(server: Server, keys: SshKeyPair, hostKeyFingerprint?: string) {
     privateKey: keys.privateKey,
     maxAttempts: 30,
     maxTotalMs: 30_000,
-    ...(hostKeyFingerprint ? { hostKeyFingerprint } : {}),
+    ...(hostKeyFingerprint ? { expectedHostKeyFingerprint: hostKeyFingerprint } : {}),
   });
 }
 

@@ -19,7 +19,10 @@ export interface ConnectOptions {
   host: string;
   port?: number;
   username?: string;
-  privateKey: string | Buffer;
+  /** The private key (OpenSSH or PEM text), held in memory. Either this or `agent`. */
+  privateKey?: string | Buffer;
+  /** An SSH agent's socket (e.g. process.env.SSH_AUTH_SOCK): the agent's keys are offered. */
+  agent?: string;
   /** Per attempt: time allowed for TCP connect + SSH handshake + auth (default 20 s). */
   readyTimeout?: number;
   /** At most this many attempts (default 100). */
@@ -62,7 +65,33 @@ export class SshConnectError extends Error {
   }
 }
 
+/** The server presented another host key than the one expected (pinned). Never retried. */
+export class HostKeyMismatchError extends SshConnectError {
+  constructor(
+    message: string,
+    attempts: number,
+    readonly presented: string,
+    readonly expected: string,
+  ) {
+    super(message, attempts, undefined);
+    this.name = "HostKeyMismatchError";
+  }
+}
+
+/** The handshake's finding that the host key differs (becomes a HostKeyMismatchError). */
+class HostKeyMismatch extends Error {
+  constructor(
+    message: string,
+    readonly presented: string,
+    readonly expected: string,
+  ) {
+    super(message);
+  }
+}
+
 export async function connect(opts: ConnectOptions): Promise<SshConnection> {
+  if (opts.privateKey === undefined && opts.agent === undefined)
+    throw new Error("connect needs a private key or an SSH agent (SSH_AUTH_SOCK)");
   const port = opts.port ?? 22;
   const maxAttempts = opts.maxAttempts ?? 100;
   const maxTotalMs = opts.maxTotalMs ?? 180_000;
@@ -89,7 +118,8 @@ export async function connect(opts: ConnectOptions): Promise<SshConnection> {
     } catch (err) {
       if (opts.signal?.aborted) throw opts.signal.reason;
       lastError = err instanceof Error ? err : new Error(String(err));
-      if (err instanceof HostKeyMismatch) break;
+      if (err instanceof HostKeyMismatch)
+        throw new HostKeyMismatchError(err.message, attempt, err.presented, err.expected);
     }
     if (attempt >= maxAttempts) break;
     const wait = Math.min(delay, maxTotalMs - (Date.now() - started));
@@ -105,8 +135,6 @@ export async function connect(opts: ConnectOptions): Promise<SshConnection> {
     lastError,
   );
 }
-
-class HostKeyMismatch extends Error {}
 
 function connectOnce(
   opts: ConnectOptions,
@@ -157,7 +185,8 @@ function connectOnce(
       host: opts.host,
       port,
       username: opts.username ?? "root",
-      privateKey: opts.privateKey,
+      ...(opts.privateKey !== undefined ? { privateKey: opts.privateKey } : {}),
+      ...(opts.agent !== undefined ? { agent: opts.agent } : {}),
       readyTimeout,
       keepaliveInterval: opts.keepaliveIntervalMs ?? 10_000,
       keepaliveCountMax: 3,
@@ -169,6 +198,8 @@ function connectOnce(
         ) {
           mismatch = new HostKeyMismatch(
             `host key of ${opts.host}:${port} is ${fingerprint}, expected ${opts.expectedHostKeyFingerprint}`,
+            fingerprint,
+            opts.expectedHostKeyFingerprint,
           );
           return false;
         }

@@ -2,6 +2,7 @@ export { generateKeyPair, fingerprintOf, type SshKeyPair } from "./keys.js";
 export {
   connect,
   SshConnectError,
+  HostKeyMismatchError,
   type ConnectAttempt,
   type ConnectOptions,
   type SshConnection,

@@ -10,7 +10,9 @@ import {
   type WorkerEvent,
 } from "../../deploy/apply/index.js";
 import { DurationSyntaxError, parseDuration } from "../../util/time.js";
-import { collect, startProgress } from "../shared.js";
+import { APPLY_TITLES } from "../../ui/titles.js";
+import { collect } from "../shared.js";
+import { createProgressRenderer, chooseMode } from "../../ui/progress.js";
 
 interface ApplyFlags {
   channel?: string;
@@ -25,22 +27,6 @@ interface ApplyFlags {
   confirm?: string;
   worker?: string;
 }
-
-/** Titles of apply's steps on a terminal. */
-export const APPLY_TITLES: Record<string, string> = {
-  lock: "take the apply lock",
-  resolve: "resolve the channel",
-  admit: "check the release",
-  fetch: "fetch the closure",
-  check: "check the system",
-  activate: "activate",
-  health: "health checks",
-  confirm: "wait for confirmation",
-  commit: "make it the boot default",
-  "dry-activate": "dry-activate",
-  record: "record",
-  rollback: "roll back",
-};
 
 function usage(message: string): void {
   process.stderr.write(`hetznix apply: ${message}\n`);
@@ -85,7 +71,14 @@ async function run(flags: ApplyFlags): Promise<void> {
     return usage(
       "--channel URL is required (the channel's record, e.g. https://releases.example.com/channels/production.json)",
     );
-  const progress = flags.output === "text" ? startProgress(false) : undefined;
+  const progress =
+    flags.output === "text"
+      ? createProgressRenderer({
+          mode: chooseMode("text", process.stderr),
+          out: process.stderr,
+          titles: APPLY_TITLES,
+        })
+      : undefined;
   const abort = new AbortController();
   const onSignal = () => abort.abort();
   process.once("SIGINT", onSignal);

@@ -5,12 +5,14 @@ import { register as upload } from "./upload.js";
 import { register as writeToDisk } from "./write-to-disk.js";
 import { register as cleanup } from "./cleanup.js";
 import { register as apply } from "./apply.js";
+import { register as deploy } from "./deploy.js";
 
 /** Each command module exports `register(program)`; the order here is the order in `hetznix --help`. */
 export const commands: ((program: Command) => void)[] = [
   upload,
   writeToDisk,
   cleanup,
+  deploy,
   apply,
   metadata,
   emulator,

@@ -442,15 +442,19 @@ export async function runWorker(dir: string): Promise<ApplyResult> {
             "confirm",
             async () => {
               const timeoutMs = request.confirmTimeoutMs as number;
-              write({ kind: "awaiting-confirmation", subject: host, nonce: request.nonce, timeoutMs });
+              // The marker first: a deployer that sees the event may confirm at once.
               await writeFile(join(dir, "awaiting"), "");
+              write({ kind: "awaiting-confirmation", subject: host, nonce: request.nonce, timeoutMs });
               const deadline = Date.now() + timeoutMs;
-              for (let i = 0; i < 1_000_000; i++) {
-                if (await exists(join(dir, "confirmed"))) return;
-                if (Date.now() > deadline) break;
-                await pause(Math.min(100, Math.max(1, deadline - Date.now())));
+              try {
+                for (let i = 0; i < 1_000_000; i++) {
+                  if (await exists(join(dir, "confirmed"))) return;
+                  if (Date.now() > deadline) break;
+                  await pause(Math.min(100, Math.max(1, deadline - Date.now())));
+                }
+              } finally {
+                await rm(join(dir, "awaiting"), { force: true });
               }
-              await rm(join(dir, "awaiting"), { force: true });
               throw new StepFailed(
                 "failed",
                 "confirm",
