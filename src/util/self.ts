@@ -18,13 +18,21 @@ export interface SelfCommand {
   main: string;
 }
 
-/** The command that runs this hetznix's CLI, or undefined when it cannot be found. */
-export function selfCommand(): SelfCommand | undefined {
+/**
+ * The command that runs this hetznix's CLI, or undefined when it cannot be found. `code: "dist"` asks for the built
+ * JavaScript (dist/, from `npm run build`) even when running from source: it starts several times faster than the
+ * TypeScript loader.
+ */
+export function selfCommand(opts: { code?: "running" | "dist" } = {}): SelfCommand | undefined {
   const self = fileURLToPath(import.meta.url);
-  const codeDir = resolve(dirname(self), ".."); // src/ or dist/
+  let codeDir = resolve(dirname(self), ".."); // src/ or dist/
   const packageDir = dirname(codeDir);
   if (!existsSync(join(packageDir, "package.json"))) return undefined;
-  const fromSource = self.endsWith(".ts");
+  let fromSource = self.endsWith(".ts");
+  if (opts.code === "dist" && fromSource) {
+    codeDir = join(packageDir, "dist");
+    fromSource = false;
+  }
   const main = join(codeDir, "cli", fromSource ? "main.ts" : "main.js");
   if (!existsSync(main)) return undefined;
   let loader: string | undefined;

@@ -9,6 +9,7 @@ import { spawn } from "node:child_process";
 import { existsSync, openSync, closeSync } from "node:fs";
 import { access, readFile, stat, writeFile, open } from "node:fs/promises";
 import { join } from "node:path";
+import { shellQuote } from "../../run/remote.js";
 import { selfCommand } from "../../util/self.js";
 import { pause } from "../../util/time.js";
 import { DEFAULT_PATHS, type ApplyPaths } from "./host.js";
@@ -190,4 +191,15 @@ export async function confirmApply(nonce: string, opts: { paths?: Partial<ApplyP
     );
   }
   await writeFile(join(dir, "confirmed"), new Date().toISOString() + "\n");
+}
+
+/**
+ * The same as `confirmApply`, as one shell command: what a deployer runs over its fresh connection (no Node.js to
+ * start on the server, so the confirmation costs milliseconds).
+ */
+export function confirmScript(nonce: string, opts: { paths?: Partial<ApplyPaths> } = {}): string {
+  if (!/^[0-9a-f]{16,64}$/.test(nonce))
+    throw new ApplyUsageError("the nonce must be 16 to 64 lowercase hex digits");
+  const dir = join({ ...DEFAULT_PATHS, ...opts.paths }.runDir, nonce);
+  return `d=${shellQuote(dir)}; if [ -e "$d/awaiting" ]; then date -u +%Y-%m-%dT%H:%M:%SZ > "$d/confirmed"; else echo "no apply with nonce ${nonce} waits for a confirmation on this host" >&2; exit 1; fi`;
 }

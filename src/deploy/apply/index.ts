@@ -2,6 +2,7 @@
 export {
   applyRelease,
   confirmApply,
+  confirmScript,
   ApplyDetachedError,
   ApplyUsageError,
   type ApplyOptions,

@@ -20,6 +20,7 @@ import { HostKeyMismatchError, connect, exec, type SshConnection } from "../../s
 import { pause } from "../../util/time.js";
 import type { ApplyResult, WorkerEvent } from "../apply/worker.js";
 import { newNonce } from "../apply/worker.js";
+import { confirmScript } from "../apply/front.js";
 import { DeployMemory, KnownHosts, stateDir } from "./memory.js";
 import {
   budgetExceeded,
@@ -339,7 +340,7 @@ async function deployServer(s: FleetServer, opts: DeployOptions, known: KnownHos
             // A fresh connection proves the new system still lets the deployer in.
             const fresh = await sshTo(conn.hostKeyFingerprint, Math.min(e.timeoutMs, 60_000));
             try {
-              const r = await exec(fresh, `hetznix apply --confirm ${nonce}`);
+              const r = await exec(fresh, confirmScript(nonce));
               if (r.exitCode !== 0) throw new Error(r.stderrTail || `exit ${r.exitCode}`);
             } finally {
               await fresh.close();

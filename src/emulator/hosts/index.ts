@@ -6,6 +6,6 @@
 export type { DiskStore, Host, HostKind, HostManager, HostSpec } from "./types.js";
 export type { HostManagerOptions, RealHostManager, StartedHost, SweepResult } from "./manager.js";
 export { createDiskStore } from "./disks.js";
-export { createHostManager, createRescueHostManager, sweep } from "./manager.js";
+export { createHostManager, sweep } from "./manager.js";
 export { probeDisk, type DiskContents, type PartitionInfo } from "./probe.js";
 export { hetznixPackage } from "./package.js";

@@ -60,6 +60,7 @@ export interface HostSettings {
   ramDisk: string;
   startTimeoutMs: number;
   log: (line: string) => void;
+  hetznixCode: "running" | "dist";
 }
 
 /** A started host; extends the contract with what tests and diagnostics need. */
@@ -213,7 +214,7 @@ export async function startHost(
         join(dir, "ssh_host_ed25519_key"),
       ]);
     }
-    const pkg = hetznixPackage();
+    const pkg = hetznixPackage(settings.hetznixCode);
     await mkdir(join(dir, "bin"), { mode: 0o755 });
     await writeFile(join(dir, "bin", "power"), powerScript(), { mode: 0o755 });
     for (const name of ["poweroff", "halt", "reboot", "shutdown", "systemctl"]) {
