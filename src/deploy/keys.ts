@@ -111,7 +111,8 @@ export function generateSigningKey(name: string): { secretKey: string; publicKey
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
   const jwk = privateKey.export({ format: "jwk" });
   const seed = Buffer.from(jwk.d ?? "", "base64url");
-  const pub = Buffer.from(createPublicKey(publicKey).export({ format: "jwk" }).x ?? "", "base64url");
+  // `publicKey` is already a public KeyObject (createPublicKey only takes private or raw keys on Node 20).
+  const pub = Buffer.from(publicKey.export({ format: "jwk" }).x ?? "", "base64url");
   return {
     secretKey: `${name}:${Buffer.concat([seed, pub]).toString("base64")}`,
     publicKey: `${name}:${pub.toString("base64")}`,

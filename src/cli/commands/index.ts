@@ -4,6 +4,14 @@ import { register as emulator } from "./emulator.js";
 import { register as upload } from "./upload.js";
 import { register as writeToDisk } from "./write-to-disk.js";
 import { register as cleanup } from "./cleanup.js";
+import { register as release } from "./release.js";
 
 /** Each command module exports `register(program)`; the order here is the order in `hetznix --help`. */
-export const commands: ((program: Command) => void)[] = [upload, writeToDisk, cleanup, metadata, emulator];
+export const commands: ((program: Command) => void)[] = [
+  upload,
+  writeToDisk,
+  cleanup,
+  release,
+  metadata,
+  emulator,
+];
