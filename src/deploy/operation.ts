@@ -24,7 +24,12 @@ export interface ReleaseRunOptions {
 }
 
 /** The run's part of a result. */
-export type ReleaseOutcome = Omit<RunOutcome<ReleaseStep>, "leftovers">;
+export type ReleaseOutcome = Omit<RunOutcome<ReleaseStep>, "leftovers"> & {
+  /** Warnings the run reported as notes (e.g. a signing key file others can read). */
+  warnings: string[];
+};
+
+const WARNING = "warning: ";
 
 export function checkChannel(name: string, flag = "--channel"): string {
   const problem = checkChannelName(name);
@@ -51,12 +56,23 @@ export async function runOperation<T extends object>(
   body: (steps: StepRunner<ReleaseStep>, signal: AbortSignal | undefined) => Promise<T>,
 ): Promise<T & ReleaseOutcome> {
   const started = Date.now();
-  const steps = new StepRunner<ReleaseStep>(opts.name ?? subject, opts.onEvent);
+  const warnings: string[] = [];
+  const steps = new StepRunner<ReleaseStep>(opts.name ?? subject, (event) => {
+    if (event.kind === "note" && event.message.startsWith(WARNING))
+      warnings.push(event.message.slice(WARNING.length));
+    opts.onEvent?.(event);
+  });
   const signal = opts.signal;
   try {
     signal?.throwIfAborted();
     const result = await body(steps, signal);
-    return { ...result, runId: newRunId(), steps: steps.timings, durationMs: Date.now() - started };
+    return {
+      ...result,
+      runId: newRunId(),
+      steps: steps.timings,
+      durationMs: Date.now() - started,
+      warnings,
+    };
   } catch (err) {
     if (signal?.aborted) throw abortError(signal, operation);
     throw err;
@@ -66,7 +82,7 @@ export async function runOperation<T extends object>(
 /** Reads the signing key, reporting a key file others can read as a note. */
 export async function loadKey(path: string, steps: StepRunner<ReleaseStep>): Promise<SigningKeyFile> {
   const key = await readSigningKeyFile(path);
-  if (key.warning) steps.note(`warning: ${key.warning}`);
+  if (key.warning) steps.note(`${WARNING}${key.warning}`);
   return key;
 }
 

@@ -138,7 +138,15 @@ async function withProgress<T>(
       out: process.stderr,
       titles: TITLES,
     });
-    const result = await body(signals.signal, renderer);
+    const result = await body(signals.signal, {
+      onEvent(e) {
+        // JSON mode renders no progress; warnings still go to stderr (and into the JSON result).
+        if (json && e.kind === "note" && e.message.startsWith("warning: "))
+          process.stderr.write(`${e.message}\n`);
+        renderer?.onEvent(e);
+      },
+      finish: () => renderer?.finish(),
+    });
     renderer.finish();
     done(result, json);
   } catch (err) {
@@ -162,6 +170,7 @@ function publishJson(r: PublishResult): Record<string, unknown> {
       uploaded_bytes: r.closure.uploadedBytes,
     },
     lost_serials: r.lostSerials,
+    warnings: r.warnings,
     ...runJson({ ...r, leftovers: [] }),
   };
 }
@@ -172,6 +181,7 @@ function changeJson(r: ChannelChange): Record<string, unknown> {
     source: { channel: r.source.channel, serial: r.source.serial, storePath: r.source.storePath },
     replaced: r.replaced ? { serial: r.replaced.serial, storePath: r.replaced.storePath } : null,
     closure_checked: r.check ? { paths: r.check.paths } : null,
+    warnings: r.warnings,
     ...runJson({ ...r, leftovers: [] }),
   };
 }
