@@ -21,7 +21,16 @@ import {
 } from "../src/deploy/index.js";
 import { isRunError } from "../src/run/errors.js";
 import { startStaticServer } from "./support/static-server.js";
-import { ROOT, fetchAsHost, hetznix, hetznixArgv, releaseEnv, run, type Ran } from "./support/release.js";
+import {
+  ROOT,
+  fetchAsHost,
+  hetznix,
+  hetznixArgv,
+  publishArgv,
+  releaseEnv,
+  run,
+  type Ran,
+} from "./support/release.js";
 
 const SAMPLE = join(ROOT, "scripts/sample");
 
@@ -50,21 +59,16 @@ describe("hetznix release with a file:// cache served over HTTP", { timeout: 900
     extra: string[] = [],
   ) =>
     hetznix(
-      [
-        "release",
-        "publish",
-        "--store-path",
-        path,
-        "--channel",
-        channel,
-        "--releases",
-        over.releases ?? rel,
-        "--cache",
-        over.cache ?? cache,
-        "--signing-key",
-        over.key ?? keyFile,
-        ...extra,
-      ],
+      publishArgv(
+        {
+          path,
+          channel,
+          releases: over.releases ?? rel,
+          cache: over.cache ?? cache,
+          key: over.key ?? keyFile,
+        },
+        extra,
+      ),
       env,
     );
   const publish = (path: string, channel: string, extra: string[] = []) =>

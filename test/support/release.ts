@@ -97,3 +97,25 @@ export function fetchAsHost(
     { env },
   );
 }
+
+/** `release publish --store-path PATH` argv. */
+export function publishArgv(
+  o: { path: string; channel: string; releases: string; cache: string; key: string },
+  extra: string[] = [],
+): string[] {
+  return [
+    "release",
+    "publish",
+    "--store-path",
+    o.path,
+    "--channel",
+    o.channel,
+    "--releases",
+    o.releases,
+    "--cache",
+    o.cache,
+    "--signing-key",
+    o.key,
+    ...extra,
+  ];
+}
