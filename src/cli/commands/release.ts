@@ -70,10 +70,10 @@ function need(value: string | undefined, flag: string, example: string): string 
   return value;
 }
 
+/** --serial, --to and --limit: a whole number from 1. */
 function serialFlag(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^[1-9][0-9]{0,14}$/.test(value))
-    throw new UsageError(`${flag} must be a serial: 1, 2, ... (got ${value})`);
+  if (!/^[1-9][0-9]{0,14}$/.test(value)) throw new UsageError(`${flag} must be 1, 2, 3, ... (got ${value})`);
   return Number(value);
 }
 
