@@ -30,6 +30,7 @@ in
   imports = [
     (modulesPath + "/profiles/qemu-guest.nix")
     ./image.nix
+    ./pull.nix
   ];
 
   options.hetznix = {

@@ -19,7 +19,7 @@ let
   packageJSON = lib.importJSON ../package.json;
 
   # The NAR hash of ./npm-deps.sh's output for the current package-lock.json.
-  npmDepsHash = "sha256-Sv7kLeVhB+JF/IjiHIWy2IpfTStgCsG7GO/dtInwUgc=";
+  npmDepsHash = "sha256-a7m0oCAG9lOKj53XePc1jx1IYp11GagNkpYnua3zFUY=";
 
   npmDeps = stdenvNoCC.mkDerivation {
     # The lockfile's own hash is part of the name, so a changed lockfile never reuses an older download from the

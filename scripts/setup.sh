@@ -10,7 +10,8 @@ packages=(
   gzip bzip2 xz-utils zstd pigz   # the rescue system's decompressors, and compressors for test images
   qemu-utils                      # qemu-img: qcow2 conversion on the client and in the rescue host
   wget curl procps psmisc time    # URL downloads in the rescue host; process inspection; GNU time (benchmarks)
-  nix-bin                         # nix-instantiate --parse for the flake's .nix files
+  nix-bin                         # nix-instantiate --parse for the flake's .nix files; releases: nix copy, sign, build
+  git                             # the release tests publish a flake from a git checkout (its revision)
   busybox-static                  # the static shell the sample test systems are built from (scripts/sample/)
   fdisk dosfstools                # sfdisk (GPT) and mkfs.vfat/fsck.vfat (ESP) for the sample NixOS disk image
   python3 python3-hcloud          # Hetzner's official Python client, run unmodified against the emulator

@@ -111,6 +111,7 @@ export function generateSigningKey(name: string): { secretKey: string; publicKey
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
   const jwk = privateKey.export({ format: "jwk" });
   const seed = Buffer.from(jwk.d ?? "", "base64url");
+  // `publicKey` is already a public KeyObject (createPublicKey only takes private or raw keys on Node 20).
   const pub = Buffer.from(publicKey.export({ format: "jwk" }).x ?? "", "base64url");
   return {
     secretKey: `${name}:${Buffer.concat([seed, pub]).toString("base64")}`,

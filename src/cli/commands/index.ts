@@ -6,6 +6,7 @@ import { register as writeToDisk } from "./write-to-disk.js";
 import { register as cleanup } from "./cleanup.js";
 import { register as apply } from "./apply.js";
 import { register as deploy } from "./deploy.js";
+import { register as release } from "./release.js";
 
 /** Each command module exports `register(program)`; the order here is the order in `hetznix --help`. */
 export const commands: ((program: Command) => void)[] = [
@@ -14,6 +15,7 @@ export const commands: ((program: Command) => void)[] = [
   cleanup,
   deploy,
   apply,
+  release,
   metadata,
   emulator,
 ];
