@@ -24,7 +24,7 @@ import { startEmulator } from "../src/emulator/index.js";
 import { HCloudClient } from "../src/hcloud/index.js";
 import { connect, exec, generateKeyPair } from "../src/ssh/index.js";
 import { uploadImage } from "../src/upload/index.js";
-import { serveDirectory } from "../test/support/releases.js";
+import { startStaticServer } from "../test/support/static-server.js";
 
 const run = promisify(execFile);
 const PREFIX = "127.78.20.";
@@ -74,7 +74,7 @@ export async function runDeployBench(opts: {
   const release = generateSigningKey("hetznix-bench-1");
   const skFile = join(dir, "release.sk");
   await writeFile(skFile, release.secretKey, { mode: 0o600 });
-  const http = await serveDirectory(pub).catch(async (err: unknown) => {
+  const http = await startStaticServer(pub).catch(async (err: unknown) => {
     await rm(dir, { recursive: true, force: true });
     throw err;
   });

@@ -7,46 +7,20 @@
  * SSH connection dropped during activation, two applies at once, re-applying the active release, a signed rollback.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { mkdir, stat, writeFile } from "node:fs/promises";
-import { createServer, type Server as HttpServer } from "node:http";
-import type { AddressInfo } from "node:net";
-import { join, normalize } from "node:path";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { promisify } from "node:util";
 import { buildSampleImage, buildTestSystem } from "../scripts/sample/image.js";
 import { generateSigningKey, parseSecretKey } from "../src/deploy/keys.js";
 import { signRecord, type ReleaseRecord, type SignedRecord } from "../src/deploy/record.js";
 import type { Server } from "../src/hcloud/index.js";
 import { connect, exec, generateKeyPair, type SshConnection } from "../src/ssh/index.js";
+import { startReleaseFixture, type ReleaseFixture } from "./support/release-fixture.js";
 import { startUploadEnv, uploadX86, type UploadTestEnv } from "./support/upload.js";
 
-const run = promisify(execFile);
 const canRun = process.getuid?.() === 0;
 const SWITCH_LOG = "/var/log/hetznix-test-switch.log";
-
-/** Serves `root` read-only over HTTP on loopback (what any static server does for a cache and a channel). */
-async function serve(root: string): Promise<{ url: string; server: HttpServer }> {
-  const server = createServer((req, res) => {
-    const path = normalize(join(root, decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname)));
-    if (!path.startsWith(root)) {
-      res.writeHead(403).end();
-      return;
-    }
-    stat(path).then(
-      (st) => {
-        if (!st.isFile()) return void res.writeHead(404).end();
-        res.writeHead(200, { "Content-Length": st.size });
-        createReadStream(path).pipe(res);
-      },
-      () => void res.writeHead(404).end(),
-    );
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
 
 interface ApplyOutcome {
   exitCode: number | null;
@@ -61,54 +35,26 @@ interface ApplyOutcome {
 
 describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs root" }, () => {
   let env: UploadTestEnv;
+  let rel: ReleaseFixture;
   let pub = "";
-  let http: { url: string; server: HttpServer };
-  const trusted = generateSigningKey("hetznix-test-releases-1");
+  const trusted = { secretKey: "", publicKey: "" };
   const stranger = generateSigningKey("stranger-1");
   const keys = generateKeyPair("apply-test");
   const systems: Record<string, string> = {};
   let snapshotId = 0;
   let keyId = 0;
   let serial = 0;
+  let strangerFile = "";
 
-  /** Copies a system's closure into a cache signed by `secretKey` (with Nix). */
-  async function cache(path: string, secretKeyFile: string, dir = "cache"): Promise<void> {
-    await run("nix", [
-      "--extra-experimental-features",
-      "nix-command",
-      "copy",
-      "--to",
-      `file://${join(pub, dir)}?secret-key=${secretKeyFile}&compression=xz`,
-      path,
-    ]);
-  }
-
-  /** Writes the channel `prod` (and its history) to point at `storePath`, signed with the trusted key. */
+  /** Points the channel `prod` at `storePath` with the next serial (history in releases/prod-N.json). */
   async function release(storePath: string, extra: Partial<ReleaseRecord> = {}): Promise<SignedRecord> {
-    serial++;
-    const record = signRecord(
-      {
-        format: "hetznix-release/1",
-        channel: "prod",
-        serial,
-        kind: "release",
-        storePath,
-        system: "x86_64-linux",
-        created: new Date().toISOString(),
-        previous: null,
-        keyName: "",
-        ...extra,
-      },
-      parseSecretKey(trusted.secretKey),
-    );
-    const text = JSON.stringify(record, null, 2);
-    await writeFile(join(pub, "releases", `prod-${record.serial}.json`), text);
-    await writeFile(join(pub, "channels", "prod.json"), text);
-    return record;
+    const r = await rel.release(storePath, extra);
+    serial = r.serial;
+    return r;
   }
 
-  function applyCommand(extra = "", channel = `${http.url}/channels/prod.json`): string {
-    return `hetznix apply --channel ${channel} --trusted-key ${trusted.publicKey} --substituter ${http.url}/cache --output json ${extra}`;
+  function applyCommand(extra = "", channel = rel.channelUrl()): string {
+    return `hetznix apply --channel ${channel} --trusted-key ${rel.publicKey} --substituter ${rel.cacheUrl} --output json ${extra}`;
   }
 
   async function apply(conn: SshConnection, extra = "", channel?: string): Promise<ApplyOutcome> {
@@ -159,12 +105,11 @@ describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs 
 
   before(async () => {
     env = await startUploadEnv("127.77.32.");
+    rel = await startReleaseFixture(env.dir);
     pub = join(env.dir, "pub");
-    await mkdir(join(pub, "channels"), { recursive: true });
-    await mkdir(join(pub, "releases"), { recursive: true });
-    const skFile = join(env.dir, "release.sk");
-    const strangerFile = join(env.dir, "stranger.sk");
-    await writeFile(skFile, trusted.secretKey, { mode: 0o600 });
+    trusted.publicKey = rel.publicKey;
+    trusted.secretKey = (await readFile(rel.secretKeyFile, "utf8")).trim();
+    strangerFile = join(env.dir, "stranger.sk");
     await writeFile(strangerFile, stranger.secretKey, { mode: 0o600 });
     const specs: [string, Parameters<typeof buildTestSystem>[0]][] = [
       ["v2", { label: "apply-v2" }],
@@ -177,9 +122,8 @@ describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs 
     ];
     for (const [name, spec] of specs) systems[name] = await buildTestSystem(spec);
     for (const name of ["v2", "v3", "fail2", "fail4", "slow", "slow2"])
-      await cache(systems[name] as string, skFile);
-    await cache(systems.strange as string, strangerFile);
-    http = await serve(pub);
+      await rel.cache(systems[name] as string);
+    await rel.cache(systems.strange as string, strangerFile);
     const sample = await buildSampleImage({ out: join(env.dir, "nixos.img") });
     snapshotId = (await uploadX86(env, { path: sample.path }, { useStoreIdentity: false })).imageId;
     keyId = (await env.client.sshKeys.create({ name: "me", publicKey: keys.publicKey })).id;
@@ -191,7 +135,7 @@ describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs 
       const a = await env.client.servers.delete(s.id).catch(() => undefined);
       if (a) await env.client.waitForActions([a], { timeoutMs: 60_000 }).catch(() => undefined);
     }
-    http?.server.close();
+    await rel?.close();
     await env.close();
   });
 
@@ -233,7 +177,7 @@ describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs 
             const rec = await release(systems.v3 as string);
             const forged = { ...rec, storePath: systems.strange };
             await writeFile(join(pub, "channels", "forged.json"), JSON.stringify(forged));
-            return `${http.url}/channels/forged.json`;
+            return `${rel.url}/channels/forged.json`;
           },
           code: 3,
           match: /signature does not verify/,
@@ -245,7 +189,7 @@ describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs 
               {
                 format: "hetznix-release/1",
                 channel: "prod",
-                serial: ++serial,
+                serial: serial + 100,
                 kind: "release",
                 storePath: systems.v3 as string,
                 system: "x86_64-linux",
@@ -256,7 +200,7 @@ describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs 
               parseSecretKey(stranger.secretKey),
             );
             await writeFile(join(pub, "channels", "stranger.json"), JSON.stringify(rec));
-            return `${http.url}/channels/stranger.json`;
+            return `${rel.url}/channels/stranger.json`;
           },
           code: 3,
           match: /not among the trusted keys/,
@@ -265,7 +209,7 @@ describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs 
           name: "closure signed by a stranger",
           record: async () => {
             await release(systems.strange as string);
-            return `${http.url}/channels/prod.json`;
+            return `${rel.url}/channels/prod.json`;
           },
           code: 3,
           match: /not signed by a trusted key \(Nix refused it\)/,
@@ -274,7 +218,7 @@ describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs 
           name: "another system",
           record: async () => {
             await release(systems.v3 as string, { system: "aarch64-linux" });
-            return `${http.url}/channels/prod.json`;
+            return `${rel.url}/channels/prod.json`;
           },
           code: 3,
           match: /is for aarch64-linux; this host is x86_64-linux/,
@@ -293,7 +237,7 @@ describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs 
       await release(systems.v3 as string);
       assert.equal((await apply(conn)).result.status, "applied");
       const applied = await systemState(conn);
-      const replay = await apply(conn, "", `${http.url}/releases/prod-${older.serial}.json`);
+      const replay = await apply(conn, "", `${rel.url}/releases/prod-${older.serial}.json`);
       assert.equal(replay.exitCode, 3);
       assert.match(replay.result.message, /older than #\d+, applied here before .*hetznix release rollback/);
       assert.deepEqual(await systemState(conn), applied);

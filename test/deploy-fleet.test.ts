@@ -18,7 +18,7 @@ import { buildSampleImage, buildTestSystem } from "../scripts/sample/image.js";
 import { deployFleet, type DeployOptions, type DeployResult } from "../src/deploy/rollout/index.js";
 import type { Server } from "../src/hcloud/index.js";
 import { connect, exec, generateKeyPair, type SshConnection } from "../src/ssh/index.js";
-import { startReleaseFixture, type ReleaseFixture } from "./support/releases.js";
+import { startReleaseFixture, type ReleaseFixture } from "./support/release-fixture.js";
 import { startUploadEnv, uploadX86, type UploadTestEnv } from "./support/upload.js";
 
 const canRun = process.getuid?.() === 0;

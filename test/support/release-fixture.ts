@@ -1,43 +1,16 @@
 /**
- * Releases for the deploy tests: a release key, a file:// binary cache filled and signed by Nix, channel records
- * signed with the key, all served over HTTP on loopback as any static server would.
+ * Releases for the apply and deploy tests, made directly (the publishing side has its own tests): a release key, a
+ * file:// binary cache filled and signed by Nix, channel records signed with the key, served over HTTP on loopback.
  */
 import { execFile } from "node:child_process";
-import { createReadStream } from "node:fs";
-import { mkdir, stat, writeFile } from "node:fs/promises";
-import { createServer, type Server as HttpServer } from "node:http";
-import type { AddressInfo } from "node:net";
-import { join, normalize } from "node:path";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { generateSigningKey, parseSecretKey } from "../../src/deploy/keys.js";
 import { signRecord, type ReleaseRecord, type SignedRecord } from "../../src/deploy/record.js";
+import { startStaticServer } from "./static-server.js";
 
 const run = promisify(execFile);
-
-/** Serves `root` read-only over HTTP on 127.0.0.1. */
-export async function serveDirectory(root: string): Promise<{ url: string; close(): Promise<void> }> {
-  const server: HttpServer = createServer((req, res) => {
-    const path = normalize(join(root, decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname)));
-    if (!path.startsWith(root)) return void res.writeHead(403).end();
-    stat(path).then(
-      (st) => {
-        if (!st.isFile()) return void res.writeHead(404).end();
-        res.writeHead(200, { "Content-Length": st.size });
-        createReadStream(path).pipe(res);
-      },
-      () => void res.writeHead(404).end(),
-    );
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 export interface ReleaseFixture {
   url: string;
@@ -64,7 +37,7 @@ export async function startReleaseFixture(
   const key = generateSigningKey(keyName);
   const secretKeyFile = join(dir, `${keyName}.sk`);
   await writeFile(secretKeyFile, key.secretKey, { mode: 0o600 });
-  const server = await serveDirectory(pub);
+  const server = await startStaticServer(pub);
   const serials = new Map<string, number>();
   return {
     url: server.url,
