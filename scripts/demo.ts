@@ -7,20 +7,25 @@
  *  3. `hetznix upload` the image, with the progress a user sees; upload it again: found by content;
  *  4. create a server from the snapshot: it boots its own disk, the metadata agent runs at boot; SSH in as root with
  *     the key given at create and show the system profile and what the agent wrote;
- *  5. clean up: server, key, snapshot, emulator, temporary files; check that nothing is left.
+ *  5. publish signed releases (the image's system, then a new one) into a binary cache and a channel served by a
+ *     static HTTP server, and `hetznix apply` the channel over SSH: the new system runs;
+ *  6. roll the channel back and apply again: the old one runs; a replayed old record is refused;
+ *  7. a second server, and `hetznix deploy` of a new release to every server labelled role=web;
+ *  8. clean up: servers, key, snapshot, emulator, temporary files; check that nothing is left.
  *
  * Needs root (loop devices, namespaces) and the Debian packages scripts/setup.sh installs.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { HCloudClient } from "../src/hcloud/index.js";
-import { buildSampleImage } from "./sample/image.js";
+import { buildSampleImage, buildTestSystem } from "./sample/image.js";
 import { connect, exec, generateKeyPair } from "../src/ssh/index.js";
 
 const repo = fileURLToPath(new URL("..", import.meta.url));
@@ -134,7 +139,14 @@ async function main(): Promise<void> {
     title("2. Start the local Hetzner Cloud emulator");
     const started = await startEmulator(join(work, "state"));
     emulator = started.child;
-    const env = { ...process.env, HCLOUD_ENDPOINT: started.endpoint, HCLOUD_TOKEN: token };
+    // The demo's known hosts, deploy outcomes and hash cache stay in its own directory (removed at the end).
+    const env = {
+      ...process.env,
+      HCLOUD_ENDPOINT: started.endpoint,
+      HCLOUD_TOKEN: token,
+      XDG_STATE_HOME: join(work, "state-home"),
+      XDG_CACHE_HOME: join(work, "cache-home"),
+    };
     process.stdout.write(`export HCLOUD_ENDPOINT=${started.endpoint} HCLOUD_TOKEN=…\n`);
 
     title("3. Upload it as a snapshot");
@@ -174,13 +186,14 @@ async function main(): Promise<void> {
       image: snapshot.id,
       location: "fsn1",
       ssh_keys: [sshKey.id],
+      labels: { role: "web" },
     });
-    const server = created.server;
+    const servers = [created.server];
     try {
       await client.waitForActions([...(created.action ? [created.action] : []), ...created.nextActions]);
-      const ip = (await client.servers.getById(server.id)).public_net.ipv4?.ip;
+      const ip = (await client.servers.getById(created.server.id)).public_net.ipv4?.ip;
       if (!ip) throw new Error("the server has no IPv4 address");
-      process.stdout.write(`server ${server.id} "${server.name}" is running at ${ip}\n`);
+      process.stdout.write(`server ${created.server.id} "web-1" is running at ${ip}\n`);
       shown(`ssh root@${ip}   # with the key given at create, which the metadata agent installed at boot`);
       const conn = await connect({
         host: ip,
@@ -188,33 +201,126 @@ async function main(): Promise<void> {
         maxAttempts: 30,
         maxTotalMs: 60_000,
       });
+      const show = async (cmd: string, ok = [0]) => {
+        shown(cmd);
+        const r = await exec(conn, cmd, { tailLines: 40 });
+        if (!ok.includes(r.exitCode ?? -1)) throw new Error(`${cmd} failed on the server: ${r.stderrTail}`);
+        const out = [r.stderrTail, r.stdoutTail].filter((t) => t).join("\n");
+        process.stdout.write(out ? `${out}\n` : "");
+        return r.stdoutTail;
+      };
       try {
-        const show = async (cmd: string) => {
-          shown(cmd);
-          const r = await exec(conn, cmd, { tailLines: 40 });
-          if (r.exitCode !== 0) throw new Error(`${cmd} failed on the server: ${r.stderrTail}`);
-          process.stdout.write(r.stdoutTail ? `${r.stdoutTail}\n` : "");
-          return r.stdoutTail;
-        };
         await show("hostname");
         const current = await show("readlink /run/current-system");
         if (current !== sample.systemPath)
           throw new Error(`the server runs ${current}, not the image's system ${sample.systemPath}`);
-        await show("nix-env -p /nix/var/nix/profiles/system --list-generations");
         await show("cat /var/lib/hetznix/authorized_keys.d/root | cut -c1-60");
         await show("ls /run/systemd/network && cat /run/systemd/network/50-hetznix-public-*.network");
+
+        title("5. Publish signed releases, as CI would, and apply one on the server");
+        const pub = join(work, "pub");
+        const keyFile = join(work, "release.key");
+        const hetznix = (args: string[]) => {
+          shown(`hetznix ${quoted(args)}`);
+          return run(process.execPath, [...cli, ...args], { env });
+        };
+        await hetznix(["release", "keygen", "--name", "demo-releases-1", "--out", keyFile]);
+        const publicKey = (await readFile(`${keyFile}.pub`, "utf8")).trim();
+        await mkdir(pub, { recursive: true });
+        const web = await startStaticServer(pub);
+        const channelUrl = `${web.url}/releases/channels/production.json`;
+        const publish = (storePath: string) =>
+          hetznix([
+            "release",
+            "publish",
+            "--store-path",
+            storePath,
+            "--channel",
+            "production",
+            "--releases",
+            join(pub, "releases"),
+            "--cache",
+            join(pub, "cache"),
+            "--cache-url",
+            `${web.url}/cache`,
+            "--signing-key",
+            keyFile,
+          ]);
+        process.stdout.write("release 1: the system the image runs; release 2: a new version of it\n");
+        await publish(sample.systemPath);
+        const v2 = await buildTestSystem({ label: "demo-v2" });
+        await publish(v2);
+        const apply = `hetznix apply --channel ${channelUrl} --trusted-key ${publicKey} --health-check 'test -d /nix/store'`;
+        await show(apply);
+        await show(
+          "readlink /run/current-system; nix-env -p /nix/var/nix/profiles/system --list-generations",
+        );
+        await show("cat /var/log/hetznix-test-switch.log");
+
+        title("6. Roll the channel back, and apply again");
+        await hetznix([
+          "release",
+          "rollback",
+          "--releases",
+          join(pub, "releases"),
+          "--channel",
+          "production",
+          "--signing-key",
+          keyFile,
+        ]);
+        await hetznix(["release", "list", "--releases", join(pub, "releases"), "--channel", "production"]);
+        await show(apply);
+        const back = await show("readlink /run/current-system");
+        if (back !== sample.systemPath) throw new Error(`after the rollback the server runs ${back}`);
+        process.stdout.write("a replayed old record is refused:\n");
+        await show(`${apply.replace("channels/production.json", "releases/production/2.json")}`, [3]);
+
+        title("7. Deploy to every server labelled role=web: magic rollback, a summary");
+        const second = await client.servers.create({
+          name: "web-2",
+          server_type: "cx23",
+          image: snapshot.id,
+          location: "fsn1",
+          ssh_keys: [sshKey.id],
+          labels: { role: "web" },
+        });
+        servers.push(second.server);
+        await client.waitForActions([...(second.action ? [second.action] : []), ...second.nextActions]);
+        await publish(await buildTestSystem({ label: "demo-v3" }));
+        const sshKeyFile = join(work, "id_ed25519");
+        await writeFile(sshKeyFile, key.privateKey, { mode: 0o600 });
+        await hetznix([
+          "deploy",
+          "--selector",
+          "role=web",
+          "--channel",
+          channelUrl,
+          "--trusted-key",
+          publicKey,
+          "--ssh-key",
+          sshKeyFile,
+          "--parallel",
+          "2",
+        ]);
       } finally {
         await conn.close();
       }
     } finally {
-      title("5. Clean up");
-      await client.waitForActions([await client.servers.delete(server.id)]).catch(() => undefined);
+      title("8. Clean up");
+      await Promise.all(
+        servers.map(async (s) =>
+          client.waitForActions([await client.servers.delete(s.id)]).catch(() => undefined),
+        ),
+      );
       await client.sshKeys.delete(sshKey.id).catch(() => undefined);
       await client.images.delete(snapshot.id).catch(() => undefined);
-      process.stdout.write(`deleted server ${server.id}, SSH key ${sshKey.id} and snapshot ${snapshot.id}\n`);
+      process.stdout.write(
+        `deleted servers ${servers.map((s) => s.id).join(", ")}, SSH key ${sshKey.id} and snapshot ${snapshot.id}\n`,
+      );
     }
   } finally {
     if (emulator) await stopChild(emulator);
+    for (const child of children) await stopChild(child);
     left = await leftovers(work, rescueDirsBefore);
     await stopAll();
   }
@@ -266,3 +372,30 @@ main().catch((err: unknown) => {
   process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exitCode = 1;
 });
+
+/** Any static HTTP server serves a binary cache and releases; the demo uses Python's, on loopback. */
+async function startStaticServer(dir: string): Promise<{ url: string }> {
+  const port = await new Promise<number>((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const p = (probe.address() as AddressInfo).port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const args = ["-m", "http.server", String(port), "--bind", "127.0.0.1", "--directory", dir];
+  shown(`python3 ${args.join(" ")} &   # any static HTTP server will do`);
+  const child = spawn("python3", args, { stdio: "ignore" });
+  children.add(child);
+  child.on("exit", () => children.delete(child));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    const up = await fetch(`${url}/`).then(
+      (r) => r.body?.cancel().then(() => true),
+      () => false,
+    );
+    if (up) return { url };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error("the static HTTP server did not start");
+}
