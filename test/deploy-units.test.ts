@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import { APPLY_EXIT, admit, stepsFor, switchOutcome, type HostFacts } from "../src/deploy/apply/plan.js";
+import { pathInfoEntries } from "../src/deploy/apply/worker.js";
 import { KeyError, generateSigningKey, parsePublicKey, parseSecretKey } from "../src/deploy/keys.js";
 import {
   RecordError,
@@ -196,5 +197,15 @@ describe("deploy: apply's decisions", () => {
       ],
       [0, 0, 1, 3, 4, 5, 6],
     );
+  });
+});
+
+describe("deploy: reading Nix's output", () => {
+  it("reads nix path-info --json of old Nix (a list) and of new Nix (an object keyed by path)", () => {
+    const old = JSON.stringify([{ path: PATH_A, narSize: 10, downloadSize: 4 }]);
+    const current = JSON.stringify({ [PATH_A]: { narSize: 10, downloadSize: 4 }, [PATH_B]: null });
+    assert.deepEqual(pathInfoEntries(old), [{ path: PATH_A, narSize: 10, downloadSize: 4 }]);
+    assert.deepEqual(pathInfoEntries(current), [{ narSize: 10, downloadSize: 4, path: PATH_A }]);
+    assert.throws(() => pathInfoEntries("3"), /no list/);
   });
 });

@@ -81,6 +81,8 @@ function startWorker(dir: string, nonce: string, detach: ApplyOptions["detach"])
             "--no-ask-password",
             "--service-type=exec",
             "--quiet",
+            // Keep the caller's PATH: a transient unit's default one lacks /run/current-system/sw/bin (nix).
+            "--setenv=PATH",
             `--property=StandardOutput=append:${join(dir, "worker.log")}`,
             `--property=StandardError=append:${join(dir, "worker.log")}`,
             "--",

@@ -311,11 +311,7 @@ export async function runWorker(dir: string): Promise<ApplyResult> {
             ...FETCH_OPTIONS,
             record.storePath,
           ]);
-          for (const entry of JSON.parse(info.stdout) as {
-            path: string;
-            downloadSize?: number;
-            narSize?: number;
-          }[]) {
+          for (const entry of pathInfoEntries(info.stdout)) {
             if (await exists(entry.path)) continue;
             paths++;
             total += entry.downloadSize ?? entry.narSize ?? 0;
@@ -529,6 +525,26 @@ export async function runWorker(dir: string): Promise<ApplyResult> {
 function asFailure(err: unknown, step: string): StepFailed {
   if (err instanceof StepFailed) return err;
   return new StepFailed("failed", step, err instanceof Error ? err.message : String(err));
+}
+
+interface PathInfo {
+  path: string;
+  downloadSize?: number;
+  narSize?: number;
+}
+
+/**
+ * The entries of `nix path-info --json`: a list of objects with `path` (Nix up to 2.18, Debian's 2.8), or an object
+ * keyed by path (Nix 2.19 and later, where a missing path maps to null).
+ */
+export function pathInfoEntries(json: string): PathInfo[] {
+  const data = JSON.parse(json) as unknown;
+  if (Array.isArray(data)) return data as PathInfo[];
+  if (data && typeof data === "object")
+    return Object.entries(data as Record<string, Omit<PathInfo, "path"> | null>)
+      .filter((e): e is [string, Omit<PathInfo, "path">] => e[1] !== null)
+      .map(([path, info]) => ({ ...info, path }));
+  throw new Error("nix path-info printed no list");
 }
 
 function firstLines(text: string, n = 6): string {
