@@ -64,17 +64,26 @@ function workerArgv(dir: string): string[] {
   return [...self.argv, "apply", "--worker", dir];
 }
 
+/** The first `name` on PATH (NixOS has no /usr/bin: systemd-run is in /run/current-system/sw/bin). */
+function onPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? "").split(":")) {
+    if (dir && existsSync(join(dir, name))) return join(dir, name);
+  }
+  return undefined;
+}
+
 /** Starts the worker for `dir`, detached from this process's session. */
 function startWorker(dir: string, nonce: string, detach: ApplyOptions["detach"]): void {
   const argv = workerArgv(dir);
+  const systemdRun = onPath("systemd-run");
   const useSystemd =
     detach === "systemd" ||
-    (detach !== "process" && existsSync("/run/systemd/system") && existsSync("/usr/bin/systemd-run"));
+    (detach !== "process" && existsSync("/run/systemd/system") && systemdRun !== undefined);
   const log = openSync(join(dir, "worker.log"), "a", 0o600);
   try {
     const child = useSystemd
       ? spawn(
-          "systemd-run",
+          systemdRun ?? "systemd-run",
           [
             `--unit=hetznix-apply-${nonce.slice(0, 16)}`,
             "--collect",
