@@ -5,16 +5,15 @@
  * no server type is orderable).
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { HCloudClient, HCloudError } from "../src/hcloud/index.js";
 import { uploadImage } from "../src/upload/index.js";
+import { runCli } from "./support/cli.js";
 import { startScripted, type Reply, type ScriptedServer } from "./support/hcloud-scripted-server.js";
 
-const MAIN = new URL("../src/cli/main.ts", import.meta.url).pathname;
 const TOKEN = "bad-answers-test-token";
 const HTML =
   "<!DOCTYPE html>\n<html><head><title>Captive portal</title></head><body>Log in first</body></html>\n";
@@ -93,7 +92,12 @@ describe("answers that are not the JSON the API promises", { timeout: 120_000 },
 
   it("`hetznix cleanup` against an HTML answer fails with exit 1 and names the endpoint", async () => {
     const s = await answering(() => ({ status: 200, raw: HTML }));
-    const out = await cli(s, ["cleanup", "--older-than", "0s"]);
+    const out = await runCli(["cleanup", "--older-than", "0s"], {
+      home: dir,
+      endpoint: s.endpoint,
+      token: TOKEN,
+      timeoutMs: 60_000,
+    });
     assert.equal(out.code, 1, `exit status\n${out.stdout}\n${out.stderr}`);
     assert.doesNotMatch(out.stdout, /no temporary resources/);
     assert.match(out.stderr, /GET \/(servers|ssh_keys)/);
@@ -115,33 +119,3 @@ describe("answers that are not the JSON the API promises", { timeout: 120_000 },
     assert.ok(!s.requests.some((r) => r.method !== "GET"), "nothing was created");
   });
 });
-
-function cli(
-  s: ScriptedServer,
-  args: string[],
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], {
-    env: {
-      PATH: process.env["PATH"] ?? "",
-      HOME: dir,
-      HCLOUD_CONFIG: join(dir, "no-such-cli.toml"),
-      HCLOUD_ENDPOINT: s.endpoint,
-      HCLOUD_TOKEN: TOKEN,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`hetznix ${args.join(" ")} did not finish in 60 s\n${stderr}`));
-    }, 60_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}

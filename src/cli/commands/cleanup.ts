@@ -1,6 +1,13 @@
 import type { Command } from "commander";
 import { cleanupTemporary, parseDuration, type CleanupItem } from "../../upload/index.js";
-import { checkChoice, makeClient, reportFailure, withClientFlags, type ClientFlags } from "../shared.js";
+import {
+  checkChoice,
+  makeClient,
+  reportFailure,
+  withClientFlags,
+  writeOut,
+  type ClientFlags,
+} from "../shared.js";
 
 interface CleanupFlags extends ClientFlags {
   olderThan: string;
@@ -28,15 +35,15 @@ async function run(flags: CleanupFlags): Promise<void> {
       ...(flags.run ? { runId: flags.run } : {}),
     });
     if (json) {
-      process.stdout.write(
+      writeOut(
         `${JSON.stringify({ dry_run: r.dryRun, older_than_ms: r.olderThanMs, deleted: r.deleted, kept: r.kept, failed: r.failed }, null, 2)}\n`,
       );
     } else {
-      for (const i of r.deleted) process.stdout.write(line(r.dryRun ? "would delete" : "deleted", i));
-      for (const i of r.kept) process.stdout.write(line("kept", i));
-      for (const i of r.failed) process.stdout.write(line("FAILED to delete", i));
+      for (const i of r.deleted) writeOut(line(r.dryRun ? "would delete" : "deleted", i));
+      for (const i of r.kept) writeOut(line("kept", i));
+      for (const i of r.failed) writeOut(line("FAILED to delete", i));
       if (r.deleted.length + r.kept.length + r.failed.length === 0)
-        process.stdout.write("no temporary resources of hetznix found\n");
+        writeOut("no temporary resources of hetznix found\n");
     }
     process.exitCode = r.failed.length ? 1 : 0;
   } catch (err) {
