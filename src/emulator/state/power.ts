@@ -27,6 +27,8 @@ export interface PowerOptions {
 
 export class Power {
   private readonly hosts = new Map<number, Host>();
+  /** Host stops under way, by server id. */
+  private readonly stopping = new Map<number, Promise<void>>();
 
   constructor(
     private readonly store: Store,
@@ -96,9 +98,15 @@ export class Power {
 
   async stopHost(s: ServerRecord, graceful = false): Promise<void> {
     const host = this.hosts.get(s.id);
-    if (!host) return;
+    // A stop already under way (DELETE starts one, the delete_server action's completion asks again): wait for it,
+    // so the action never succeeds while the server's host still runs.
+    if (!host) return this.stopping.get(s.id);
     this.hosts.delete(s.id);
-    await host.stop({ graceful });
+    const stopped = host.stop({ graceful }).finally(() => {
+      if (this.stopping.get(s.id) === stopped) this.stopping.delete(s.id);
+    });
+    this.stopping.set(s.id, stopped);
+    await stopped;
   }
 
   /** Stops what runs on the server (its host, a pending guest shutdown); leaving rescue ends rescue mode. */
