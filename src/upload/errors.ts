@@ -16,6 +16,8 @@ export type UploadErrorCode =
   | "corrupt_source"
   /** The URL answered an error status, or could not be reached. */
   | "url_unavailable"
+  /** The rescue system's download of a URL stalled, or did not finish in the time its size allows. */
+  | "download_stalled"
   /** A label (given or derived) breaks Hetzner's label rules. */
   | "invalid_label"
   /** The image does not fit on the largest disk available for the architecture. */

@@ -40,7 +40,49 @@ export function discardCommand(device = DISK_DEVICE): string {
   return `blkdiscard -f ${d} 2>/dev/null || blkdiscard ${d}`;
 }
 
-export type WriteInput = { kind: "stdin" } | { kind: "url"; url: string };
+/**
+ * Limits of a download by the rescue system, so a URL that stalls or crawls cannot keep the temporary server busy
+ * forever: curl gives up when fewer than `lowSpeedBytesPerSecond` arrive for `lowSpeedSeconds` in a row, and (when
+ * the size is announced) when the whole download takes longer than `deadlineBaseSeconds` plus the size at
+ * `deadlineBytesPerSecond`.
+ */
+export interface DownloadLimits {
+  /** Default 64 KiB/s. */
+  lowSpeedBytesPerSecond: number;
+  /** Default 60 s. */
+  lowSpeedSeconds: number;
+  /** Default 600 s. */
+  deadlineBaseSeconds: number;
+  /** Default 1 MiB/s: a 4 GiB image gets 10 + 68 minutes. */
+  deadlineBytesPerSecond: number;
+}
+
+export const DEFAULT_DOWNLOAD_LIMITS: DownloadLimits = {
+  lowSpeedBytesPerSecond: 64 * 1024,
+  lowSpeedSeconds: 60,
+  deadlineBaseSeconds: 600,
+  deadlineBytesPerSecond: 1024 * 1024,
+};
+
+/** The overall deadline (whole seconds) of a download of `announcedBytes`, or undefined when the size is unknown. */
+export function downloadDeadlineSeconds(limits: DownloadLimits, announcedBytes?: number): number | undefined {
+  if (announcedBytes === undefined) return undefined;
+  return Math.ceil(limits.deadlineBaseSeconds + announcedBytes / limits.deadlineBytesPerSecond);
+}
+
+/** What the download stage prints on stderr when curl fails: `HETZNIX-DOWNLOAD-FAILED curl-exit=N`. */
+export const DOWNLOAD_FAILED_MARK = "HETZNIX-DOWNLOAD-FAILED";
+
+export type WriteInput =
+  | { kind: "stdin" }
+  | {
+      kind: "url";
+      url: string;
+      /** Default DEFAULT_DOWNLOAD_LIMITS. */
+      limits?: DownloadLimits;
+      /** curl --max-time: the whole download (see downloadDeadlineSeconds). */
+      maxSeconds?: number;
+    };
 
 export interface WriteSpec {
   input: WriteInput;
@@ -60,8 +102,19 @@ export interface WriteSpec {
 
 function sourceStage(input: WriteInput): string {
   if (input.kind === "stdin") return "cat";
-  // -f: HTTP errors fail; curl also fails when fewer bytes arrive than Content-Length announced.
-  return `curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 20 ${shellQuote(input.url)}`;
+  const limits = input.limits ?? DEFAULT_DOWNLOAD_LIMITS;
+  // The URL is one literal word: quoted for the shell, and --globoff so curl does not expand `[1-2]` or `{a,b}` into
+  // several downloads whose concatenation would be written (and verified) as the image. --fail: HTTP errors fail;
+  // curl also fails when fewer bytes arrive than Content-Length announced. No --retry: a retried transfer writes its
+  // bytes to the pipe again after those already sent, so the disk would get a corrupt concatenation.
+  const curl = [
+    "curl --globoff --fail --silent --show-error --location --connect-timeout 20",
+    `--speed-limit ${Math.max(1, Math.floor(limits.lowSpeedBytesPerSecond))}`,
+    `--speed-time ${Math.max(1, Math.ceil(limits.lowSpeedSeconds))}`,
+    ...(input.maxSeconds !== undefined ? [`--max-time ${Math.max(1, Math.ceil(input.maxSeconds))}`] : []),
+    `--url ${shellQuote(input.url)}`,
+  ].join(" ");
+  return `{ ${curl} || { rc=$?; echo "${DOWNLOAD_FAILED_MARK} curl-exit=$rc" >&2; exit "$rc"; }; }`;
 }
 
 /**

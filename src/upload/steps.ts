@@ -20,8 +20,12 @@ import { pause } from "../util/time.js";
 import { UploadError } from "./errors.js";
 import type { Candidate, Plan } from "./plan.js";
 import {
+  DEFAULT_DOWNLOAD_LIMITS,
+  DOWNLOAD_FAILED_MARK,
   EXIT_NO_ROOM,
   EXIT_SIZE_MISMATCH,
+  downloadDeadlineSeconds,
+  type DownloadLimits,
   discardCommand,
   downloadProgressScript,
   verifyScript,
@@ -88,6 +92,8 @@ export interface CommonOptions extends RunOptions<UploadStep> {
   ssh?: SshSettings;
   /** Attempts of the data phase when the SSH connection drops (default 2: one retry from the start). */
   writeAttempts?: number;
+  /** Limits of a URL download by the rescue system (default DEFAULT_DOWNLOAD_LIMITS). */
+  download?: Partial<DownloadLimits>;
 }
 
 /** System images preferred as the (never booted) base of the temporary server. */
@@ -571,8 +577,11 @@ async function writeOnce(
 }
 
 async function writeFromUrl(ctx: UploadContext, conn: SshConnection, wp: WritePlan): Promise<WriteOutcome> {
+  const url = wp.url as string;
+  const limits: DownloadLimits = { ...DEFAULT_DOWNLOAD_LIMITS, ...ctx.opts.download };
+  const maxSeconds = downloadDeadlineSeconds(limits, wp.downloadBytes);
   const script = writeScript({
-    input: { kind: "url", url: wp.url as string },
+    input: { kind: "url", url, limits, ...(maxSeconds !== undefined ? { maxSeconds } : {}) },
     compression: wp.compression,
     format: wp.remoteFormat,
     ...(wp.expectedBytes !== undefined ? { expectedBytes: wp.expectedBytes } : {}),
@@ -596,12 +605,16 @@ async function writeFromUrl(ctx: UploadContext, conn: SshConnection, wp: WritePl
       }
     }
   })();
+  const curl = new CurlFailure();
   let result: Record<string, string>;
   try {
     result = await ctx.runScript(conn, script, "downloading and writing the image", {
       signal: ctx.signal,
       exitCodes: { [EXIT_NO_ROOM]: "rescue_space" },
+      onStderr: (chunk) => curl.read(chunk),
     });
+  } catch (err) {
+    throw curl.explain(url, limits, maxSeconds, wp.downloadBytes) ?? err;
   } finally {
     stopPolling.abort();
     await polling;
@@ -622,6 +635,46 @@ async function writeFromUrl(ctx: UploadContext, conn: SshConnection, wp: WritePl
     };
   }
   return { sha256: streamSha, rawSize: streamBytes, transfer: "downloaded by the rescue system" };
+}
+
+/** Reads the download stage's stderr: curl's own message and the exit status it reported, if it failed. */
+class CurlFailure {
+  private text = "";
+  read(chunk: Buffer): void {
+    // Only the last few KiB matter (curl's message and the mark come at the end).
+    this.text = (this.text + chunk.toString("utf8")).slice(-8192);
+  }
+
+  /** A download_stalled error when curl gave up on a stalled or too slow download (exit 28), else undefined. */
+  explain(
+    url: string,
+    limits: DownloadLimits,
+    maxSeconds: number | undefined,
+    announced: number | undefined,
+  ): UploadError | undefined {
+    const exit = new RegExp(`${DOWNLOAD_FAILED_MARK} curl-exit=(\\d+)`).exec(this.text)?.[1];
+    if (exit !== "28") return undefined;
+    const said = /curl: \(28\)[^\n]*/.exec(this.text)?.[0] ?? "curl: (28)";
+    const kib = (n: number) => `${(n / 1024).toFixed(1)} KiB/s`;
+    const after =
+      "nothing was snapshotted; check the server that hosts the image, or download it yourself and upload it with --image-path";
+    if (/too slow/i.test(said)) {
+      return new UploadError(
+        "download_stalled",
+        `The rescue system's download of ${url} stalled: less than ${kib(limits.lowSpeedBytesPerSecond)} for ${limits.lowSpeedSeconds} s (${said}); ${after}`,
+      );
+    }
+    if (maxSeconds !== undefined && /timed out after/i.test(said)) {
+      return new UploadError(
+        "download_stalled",
+        `The rescue system's download of ${url} was not finished within ${maxSeconds} s, the time allowed for ${announced ?? "?"} bytes (${limits.deadlineBaseSeconds} s plus ${kib(limits.deadlineBytesPerSecond)}) (${said}); ${after}`,
+      );
+    }
+    return new UploadError(
+      "url_unavailable",
+      `The rescue system could not connect to ${url} in time (${said}); nothing was snapshotted`,
+    );
+  }
 }
 
 /** How often the download progress of the rescue system is read. */
