@@ -5,10 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { isUploadError, type UploadEvent, type UploadOptions } from "../src/upload/index.js";
+import { startHttp, type TestHttpServer } from "./support/http.js";
 import { remainingAfter } from "./support/procs.js";
 import {
   MiB,
@@ -23,7 +22,7 @@ import {
 
 describe("upload: reliability", { timeout: 600_000 }, () => {
   let env: UploadTestEnv;
-  let http: Server;
+  let http: TestHttpServer | undefined;
   let base = "";
   const requests: string[] = [];
   /** What `/glob.raw?v=[1-2]` serves, and the two halves of another image that v=1 and v=2 serve. */
@@ -36,7 +35,7 @@ describe("upload: reliability", { timeout: 600_000 }, () => {
 
   before(async () => {
     env = await startUploadEnv("127.83.2.");
-    http = createServer((req, res) => {
+    http = await startHttp((req, res) => {
       const url = req.url ?? "/";
       requests.push(`${req.method} ${url}`);
       const send = (body: Buffer) => {
@@ -70,13 +69,11 @@ describe("upload: reliability", { timeout: 600_000 }, () => {
       res.writeHead(404);
       res.end();
     });
-    await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
-    base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    base = http.base;
   });
 
   after(async () => {
-    http?.closeAllConnections();
-    await new Promise<void>((resolve) => (http ? http.close(() => resolve()) : resolve()));
+    await http?.close();
     await env?.close();
   });
 

@@ -18,6 +18,8 @@ export type UploadErrorCode =
   | "url_unavailable"
   /** The rescue system's download of a URL stalled, or did not finish in the time its size allows. */
   | "download_stalled"
+  /** A qcow2 image names a backing file or an external data file (their bytes would end up in the snapshot). */
+  | "unsafe_image"
   /** A label (given or derived) breaks Hetzner's label rules. */
   | "invalid_label"
   /** The image does not fit on the largest disk available for the architecture. */

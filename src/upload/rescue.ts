@@ -17,6 +17,8 @@ export const RESCUE_RAM_HEADROOM = 64 * 1024 * 1024;
 export const EXIT_NO_ROOM = 90;
 /** Exit status when the downloaded size differs from the expected size. */
 export const EXIT_SIZE_MISMATCH = 91;
+/** Exit status when the received qcow2 image names a backing file or an external data file. */
+export const EXIT_UNSAFE_QCOW2 = 93;
 
 /** The decompression stage in the rescue system for data arriving with `compression` (null for none). */
 export function remoteDecompressor(compression: Compression): string | null {
@@ -143,6 +145,22 @@ const READ_STREAM_RESULT = [
   "stream_len=$(tr -d ' \\n' < \"$work/len\")",
 ];
 
+/**
+ * Refuse a received qcow2 file that is not self-contained before qemu-img opens it: a backing file (header bytes
+ * 8..15, its offset, not zero) or, in version 3, an external data file (incompatible feature bit 2, in byte 79)
+ * would be read from the rescue system's own files into the disk. The client checked the header it sniffed, but a
+ * URL may serve other bytes to the download.
+ */
+function qcow2SafetyCheck(file: string): string[] {
+  const f = `"${file}"`;
+  const refuse = (what: string) =>
+    `echo "hetznix: the received qcow2 image ${what}; refusing to convert it (its bytes would come from the rescue system's files)" >&2; exit ${EXIT_UNSAFE_QCOW2}`;
+  return [
+    `if [ "$(od -An -v -tx1 -j8 -N8 ${f} | tr -d ' \\n')" != 0000000000000000 ]; then ${refuse("names a backing file")}; fi`,
+    `if [ $(( $(od -An -tu1 -j7 -N1 ${f}) )) -ge 3 ] && [ $(( $(od -An -tu1 -j79 -N1 ${f}) & 4 )) -ne 0 ]; then ${refuse("keeps its data in an external data file")}; fi`,
+  ];
+}
+
 function sizeCheck(expected: number): string {
   const n = String(expected);
   return `if [ "$stream_len" != ${n} ]; then echo "hetznix: received $stream_len bytes of image data, expected ${n} (truncated download?)" >&2; exit ${EXIT_SIZE_MISMATCH}; fi`;
@@ -183,6 +201,7 @@ export function writeScript(spec: WriteSpec): string {
   lines.push(pipeline.join(" | "));
   lines.push(...READ_STREAM_RESULT);
   if (spec.expectedBytes !== undefined) lines.push(sizeCheck(spec.expectedBytes));
+  lines.push(...qcow2SafetyCheck("$work/image.qcow2"));
   lines.push(`qemu-img check -q -f qcow2 "$work/image.qcow2"`);
   lines.push(`qemu-img convert -n -f qcow2 -O raw "$work/image.qcow2" ${device}`);
   lines.push("sync");

@@ -76,6 +76,45 @@ export function qcow2VirtualSize(head: Uint8Array): number {
   return Number(view.getBigUint64(24, false));
 }
 
+/**
+ * Why a qcow2 image is refused, from its header, or undefined when it is self-contained. A backing file or an external
+ * data file is another file that `qemu-img convert` reads on the machine that converts the image (this one, or the
+ * rescue system): its bytes would end up in the snapshot (e.g. `qemu-img create -f qcow2 -b /etc/shadow -F raw x 1M`).
+ * Pure.
+ */
+export function qcow2Hazard(head: Uint8Array): string | undefined {
+  if (head.length < 20 || !startsWith(head, 0, QCOW2_MAGIC)) return "its qcow2 header is cut short";
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const version = view.getUint32(4, false);
+  const backingOffset = view.getBigUint64(8, false);
+  if (backingOffset !== 0n) {
+    // The name is stored at backing_file_offset, backing_file_size bytes long (at most 1023).
+    const size = Math.min(view.getUint32(16, false), 1023);
+    const at = Number(backingOffset);
+    const name =
+      at + size <= head.length
+        ? Buffer.from(head.subarray(at, at + size))
+            .toString("utf8")
+            .replace(/[^\x20-\x7e]/g, "?")
+        : undefined;
+    return `it names a backing file${name ? ` ${name}` : ""}`;
+  }
+  // Version 3: incompatible features at bytes 72..79; bit 2 says the guest data lives in an external data file.
+  if (version >= 3) {
+    if (head.length < 80) return "its qcow2 header is cut short";
+    if ((view.getBigUint64(72, false) & 4n) !== 0n) return "it keeps its data in an external data file";
+  }
+  return undefined;
+}
+
+/** The refusal of a qcow2 image that is not self-contained (see qcow2Hazard). */
+export function unsafeQcow2Error(where: string, hazard: string): UploadError {
+  return new UploadError(
+    "unsafe_image",
+    `${where} is a qcow2 image that is not self-contained: ${hazard}. Converting it would copy that other file of the converting machine into the snapshot, so hetznix refuses it; make a self-contained image first (qemu-img convert -f qcow2 -O qcow2 IN OUT, where IN's backing file is the one you mean)`,
+  );
+}
+
 /** Nix base32 alphabet (no e, o, u, t). */
 const NIX_HASH_RE = /^[0-9a-df-np-sv-z]{32}$/;
 
@@ -283,6 +322,8 @@ async function classify(
   const format = inner.format;
   if (format === "qcow2") {
     const h = innerHead ?? head;
+    const hazard = qcow2Hazard(h);
+    if (hazard) throw unsafeQcow2Error(where, hazard);
     const size = qcow2VirtualSize(h);
     if (size <= 0)
       throw new UploadError("corrupt_source", `${where}: the qcow2 header gives a virtual size of 0`);

@@ -24,6 +24,7 @@ import {
   DOWNLOAD_FAILED_MARK,
   EXIT_NO_ROOM,
   EXIT_SIZE_MISMATCH,
+  EXIT_UNSAFE_QCOW2,
   downloadDeadlineSeconds,
   type DownloadLimits,
   discardCommand,
@@ -170,13 +171,14 @@ export async function convertLocally(ctx: UploadContext, src: FileSource): Promi
       convertQcow2ToRaw(qemuImg, src.realPath, {
         ...(ctx.opts.tmpDir ? { dir: ctx.opts.tmpDir } : {}),
         signal: ctx.signal,
+        virtualSize: src.qcow2VirtualSize ?? 0,
       }),
     `qcow2 -> raw with qemu-img (${src.qcow2VirtualSize} bytes)`,
   );
   ctx.registry.add({
     kind: "file",
-    name: converted.rawPath,
-    removeHint: `rm -r ${converted.rawPath.replace(/\/image\.raw$/, "")}`,
+    name: "the raw image converted from qcow2 (a file without a name)",
+    removeHint: "nothing: the system frees it when hetznix exits",
     remove: () => converted.remove(),
   });
   return converted.rawPath;
@@ -529,7 +531,11 @@ async function writeOnce(
       try {
         result = await ctx.runScript(conn, script, "writing the image", {
           stdin: stream.output,
-          exitCodes: { [EXIT_NO_ROOM]: "rescue_space", [EXIT_SIZE_MISMATCH]: "corrupt_source" },
+          exitCodes: {
+            [EXIT_NO_ROOM]: "rescue_space",
+            [EXIT_SIZE_MISMATCH]: "corrupt_source",
+            [EXIT_UNSAFE_QCOW2]: "unsafe_image",
+          },
           signal: ctx.signal,
           onProgress: (p) => {
             ctx.bytesSent = baseSent + p.stdinBytes;
@@ -610,7 +616,7 @@ async function writeFromUrl(ctx: UploadContext, conn: SshConnection, wp: WritePl
   try {
     result = await ctx.runScript(conn, script, "downloading and writing the image", {
       signal: ctx.signal,
-      exitCodes: { [EXIT_NO_ROOM]: "rescue_space" },
+      exitCodes: { [EXIT_NO_ROOM]: "rescue_space", [EXIT_UNSAFE_QCOW2]: "unsafe_image" },
       onStderr: (chunk) => curl.read(chunk),
     });
   } catch (err) {
