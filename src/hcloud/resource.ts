@@ -142,6 +142,17 @@ export abstract class ResourceClient<T, L extends ListOptions> {
     return value;
   }
 
+  /** PUT the item's new fields (labels replace the whole set); returns the item as it is now. */
+  protected async updateById(id: number, req: object, opts: RequestOptions = {}): Promise<T> {
+    const { value } = await callFor<T>(
+      this.api,
+      { method: "PUT", path: `${this.path}/${id}`, body: req, signal: opts.signal },
+      this.singular,
+      "item",
+    );
+    return value;
+  }
+
   /** The item with this name, or undefined. */
   async getByName(name: string, opts: RequestOptions = {}): Promise<T | undefined> {
     const res = await this.list({ ...({ name } as unknown as L), signal: opts.signal });

@@ -20,6 +20,7 @@ import type {
   Pagination,
   Server,
   ServerStatus,
+  UpdateServerRequest,
 } from "./schema.js";
 import { sleep as realSleep, type Handler, type SleepFn } from "./transport/types.js";
 
@@ -131,6 +132,11 @@ export class ServersClient extends ResourceClient<Server, ServerListOptions> {
       "list",
     );
     return toPage(value, body.meta as { pagination?: Pagination } | undefined, opts.page);
+  }
+
+  /** Updates name and/or labels (labels replace the whole set). */
+  update(id: number, req: UpdateServerRequest, opts: RequestOptions = {}): Promise<Server> {
+    return this.updateById(id, req, opts);
   }
 
   /** Deletes a server; returns the delete_server action. */
