@@ -30,6 +30,8 @@ export type UploadErrorCode =
   | "unknown_server_type"
   /** The server named for write-to-disk does not exist. */
   | "unknown_server"
+  /** The server being written to was deleted during the run (e.g. by `hetznix cleanup --older-than 0s`). */
+  | "server_deleted"
   /** A command in the rescue system failed (the message carries its last lines of output). */
   | "remote_command_failed"
   /** What the server holds after writing does not match the source. */

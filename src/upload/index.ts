@@ -11,6 +11,7 @@ export {
 } from "./sequence.js";
 export { writeToDisk, type WriteToDiskOptions, type WriteToDiskResult } from "./write-to-disk.js";
 export type { UploadOutcome, UploadOutcome as RunOutcome, UploadStep, UploadEvent } from "./steps.js";
+export { DEFAULT_HEARTBEAT_MS } from "../run/context.js";
 export {
   cleanupTemporary,
   parseDuration,

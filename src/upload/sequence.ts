@@ -28,7 +28,7 @@ import {
 } from "./identity.js";
 import { planServer, type Plan } from "./plan.js";
 import { runWithCleanup } from "../run/context.js";
-import { imageResource } from "../run/resources.js";
+import { RUN_LABEL } from "../run/labels.js";
 import {
   digestFile,
   type Compression,
@@ -343,8 +343,8 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     // 13. shutdown
     await shutdownAndWait(ctx, server.id);
 
-    // 14. snapshot
-    const labels: Labels = { ...userLabels, ...contentLabels(identity) };
+    // 14. snapshot (labelled with the run, so cleanup finds it even when create_image's answer is lost)
+    const labels: Labels = { ...userLabels, ...contentLabels(identity), [RUN_LABEL]: ctx.runId };
     const description =
       opts.description ?? `hetznix ${describeImage(src)} sha256:${written.sha256.slice(0, 12)}`;
     const image = await ctx.steps.run(
@@ -355,9 +355,8 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
           { type: "snapshot", description, labels },
           { signal: ctx.signal },
         );
-        const unregister = ctx.registry.add(
-          imageResource(ctx.client, created.image.id, `snapshot ${created.image.id}`),
-        );
+        ctx.known.images.add(created.image.id);
+        const unregister = ctx.registry.add(ctx.imageResource(created.image.id));
         await ctx.wait([created.action], ctx.waits.snapshotTimeoutMs);
         unregister();
         return ctx.client.images.getById(created.image.id, { signal: ctx.signal });

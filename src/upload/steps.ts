@@ -5,7 +5,7 @@
  * connection) and shutting down.
  */
 import { stat } from "node:fs/promises";
-import { isHCloudError } from "../hcloud/errors.js";
+import { isHCloudError, isNotFound } from "../hcloud/errors.js";
 import type { Architecture, Location, Server, ServerType } from "../hcloud/schema.js";
 import { connect, generateKeyPair, type SshConnection, type SshKeyPair } from "../ssh/index.js";
 import { defaultCodec, type CodecSpec } from "./compress.js";
@@ -365,6 +365,53 @@ export async function bootRescue(
   );
 }
 
+/** The error of a server that disappeared under the run. */
+function serverDeleted(ctx: UploadContext, server: Server): UploadError {
+  return new UploadError(
+    "server_deleted",
+    `Server ${server.name} (${server.id}) was deleted while the ${ctx.operation} was using it (by someone else, or by \`hetznix cleanup\` with a short --older-than); nothing was written to a snapshot`,
+  );
+}
+
+/** Throws server_deleted when the server no longer exists (or is being deleted). */
+async function checkServerExists(ctx: UploadContext, server: Server): Promise<void> {
+  try {
+    const now = await ctx.client.servers.getById(server.id, { signal: ctx.signal });
+    if (now.status === "deleting") throw serverDeleted(ctx, server);
+  } catch (err) {
+    if (isNotFound(err)) throw serverDeleted(ctx, server);
+    throw err;
+  }
+}
+
+/**
+ * Watches, while SSH connection attempts go on, that the server still exists (every few polls); aborts the returned
+ * signal with a server_deleted error as soon as it does not, so a deleted server does not cost minutes of retries.
+ */
+function watchServer(ctx: UploadContext, server: Server): { signal: AbortSignal; stop(): void } {
+  const gone = new AbortController();
+  const stop = new AbortController();
+  const both = AbortSignal.any([stop.signal, ctx.signal]);
+  const interval = ctx.waits.pollIntervalMs * 5;
+  void (async () => {
+    for (let i = 0; i < 1_000_000 && !both.aborted; i++) {
+      await pause(interval, both);
+      if (both.aborted) return;
+      try {
+        await checkServerExists(ctx, server);
+      } catch (err) {
+        if (err instanceof UploadError && err.code === "server_deleted") gone.abort(err);
+        // Other errors (the API briefly unreachable): SSH attempts go on; checked again next time.
+      }
+      if (gone.signal.aborted) return;
+    }
+  })();
+  return {
+    signal: AbortSignal.any([gone.signal, ctx.signal]),
+    stop: () => stop.abort(),
+  };
+}
+
 export async function connectRescue(
   ctx: UploadContext,
   server: Server,
@@ -377,6 +424,7 @@ export async function connectRescue(
       `Server ${server.id} has no public IPv4 address to reach its rescue system`,
     );
   const ssh = ctx.opts.ssh ?? {};
+  const watch = watchServer(ctx, server);
   return ctx.steps.run(
     "connect",
     () =>
@@ -387,7 +435,7 @@ export async function connectRescue(
         privateKey: pair.privateKey,
         maxAttempts: ssh.maxAttempts ?? 100,
         maxTotalMs: ssh.maxTotalMs ?? 180_000,
-        signal: ctx.signal,
+        signal: watch.signal,
         onAttempt: (a) => {
           if (a.attempt % 10 === 0) {
             ctx.steps.note(
@@ -395,10 +443,13 @@ export async function connectRescue(
             );
           }
         },
-      }).catch((err: unknown) => {
-        if (ctx.signal.aborted) throw ctx.aborted();
-        throw err;
-      }),
+      })
+        .catch((err: unknown) => {
+          if (ctx.signal.aborted) throw ctx.aborted();
+          if (watch.signal.aborted) throw watch.signal.reason;
+          throw err;
+        })
+        .finally(() => watch.stop()),
     (c) => `${host} after ${c.attempts} attempt(s)`,
   );
 }
@@ -471,6 +522,8 @@ export async function writeAndVerify(
       } catch (err) {
         early?.destroy();
         early = undefined;
+        // A lost connection may mean the server itself is gone: then retrying is pointless.
+        if (err instanceof ConnectionLostError && !ctx.signal.aborted) await checkServerExists(ctx, server);
         if (err instanceof ConnectionLostError && attempt < attempts && !ctx.signal.aborted) {
           ctx.steps.note(
             `${err.message}; starting the data phase again on a new connection (attempt ${attempt + 1} of ${attempts})`,

@@ -1,10 +1,17 @@
 import type { Command } from "commander";
-import { cleanupTemporary, parseDuration, type CleanupItem } from "../../upload/index.js";
+import { formatDuration } from "../../ui/format.js";
+import {
+  DEFAULT_HEARTBEAT_MS,
+  cleanupTemporary,
+  parseDuration,
+  type CleanupItem,
+} from "../../upload/index.js";
 import {
   checkChoice,
   makeClient,
   reportFailure,
   withClientFlags,
+  writeErr,
   writeOut,
   type ClientFlags,
 } from "../shared.js";
@@ -17,7 +24,7 @@ interface CleanupFlags extends ClientFlags {
 }
 
 function line(verb: string, i: CleanupItem): string {
-  const age = i.ageSeconds !== undefined ? `, started ${i.ageSeconds}s ago` : "";
+  const age = i.ageSeconds !== undefined ? `, last sign of life ${i.ageSeconds}s ago` : "";
   const why = i.reason ? ` (${i.reason})` : "";
   return `${verb} ${i.kind === "server" ? "server " : "SSH key"} ${i.name} (id ${i.id}${i.runId ? `, run ${i.runId}` : ""}${age})${why}\n`;
 }
@@ -27,6 +34,11 @@ async function run(flags: CleanupFlags): Promise<void> {
   try {
     checkChoice("--output", flags.output, ["text", "json"]);
     const olderThanMs = parseDuration(flags.olderThan);
+    if (!flags.run && olderThanMs < 2 * DEFAULT_HEARTBEAT_MS) {
+      writeErr(
+        `hetznix cleanup: note: running uploads refresh their heartbeat every ${formatDuration(DEFAULT_HEARTBEAT_MS)}; --older-than ${flags.olderThan} may remove a run that is still going\n`,
+      );
+    }
     const client = makeClient(flags);
     const r = await cleanupTemporary({
       client,
@@ -56,7 +68,7 @@ export function register(program: Command): void {
     .description("delete temporary servers and SSH keys hetznix created, older than a given age")
     .option(
       "--older-than <duration>",
-      "only resources whose run started at least this long ago (e.g. 30m, 2h)",
+      "only resources whose run showed no sign of life (start or heartbeat) for this long (e.g. 30m, 2h)",
       "1h",
     )
     .option("--dry-run", "list what would be deleted; delete nothing")
