@@ -42,6 +42,7 @@ export { CODECS, defaultCodec, startCompressor, type Codec, type CodecSpec } fro
 export {
   COMPRESSIONS,
   FORMATS,
+  checkImageFile,
   openFileSource,
   openUrlSource,
   digestFile,

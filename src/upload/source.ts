@@ -338,18 +338,19 @@ async function classify(
   return { compression, format, innerHead };
 }
 
-/** Open a local image file: check it, sniff it, find what can be known without reading it whole. */
-export async function openFileSource(path: string, opts: SourceOptions = {}): Promise<FileSource> {
-  throwIfAborted(opts.signal, "upload");
-  let real: string;
-  let size: number;
+/**
+ * Check that a local image file exists and is a file (or block device) hetznix can read the size of: its real path and
+ * size, or an UploadError source_unreadable saying what is wrong. The first check of openFileSource, also run by the
+ * CLI before it asks for any other flag.
+ */
+export async function checkImageFile(path: string): Promise<{ realPath: string; size: number }> {
   try {
-    real = await realpath(path);
+    const real = await realpath(path);
     const st = await stat(real);
     if (!st.isFile() && !st.isBlockDevice()) {
       throw new UploadError("source_unreadable", `${path} is not a regular file`);
     }
-    size = st.isFile() ? st.size : await blockDeviceSize(real);
+    return { realPath: real, size: st.isFile() ? st.size : await blockDeviceSize(real) };
   } catch (err) {
     if (err instanceof UploadError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
@@ -361,6 +362,12 @@ export async function openFileSource(path: string, opts: SourceOptions = {}): Pr
           : `cannot be read (${code ?? String(err)})`;
     throw new UploadError("source_unreadable", `Image file ${path} ${why}`);
   }
+}
+
+/** Open a local image file: check it, sniff it, find what can be known without reading it whole. */
+export async function openFileSource(path: string, opts: SourceOptions = {}): Promise<FileSource> {
+  throwIfAborted(opts.signal, "upload");
+  const { realPath: real, size } = await checkImageFile(path);
   if (size === 0) throw new UploadError("source_unreadable", `Image file ${path} is empty`);
   let head: Buffer;
   try {

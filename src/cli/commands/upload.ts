@@ -5,6 +5,7 @@ import type { ProgressRenderer } from "../../ui/progress.js";
 import { formatBytes, formatDuration } from "../../ui/format.js";
 import {
   UploadError,
+  checkImageFile,
   describeLeftovers,
   parseLabels,
   readManifest,
@@ -151,6 +152,9 @@ async function run(flags: UploadFlags): Promise<void> {
   try {
     checkChoice("--output", flags.output, ["text", "json"]);
     const manifest = flags.manifest ? await readManifest(flags.manifest) : undefined;
+    // A file that is not there is the first thing to say, before asking for other flags.
+    for (const path of [...(flags.imagePath ?? []), ...(manifest ?? []).flatMap((e) => e.path ?? [])])
+      await checkImageFile(path);
     const jobs = buildJobs(flags, manifest);
     const client = makeClient(flags);
     const multi = jobs.length > 1;
