@@ -5,6 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { isUploadError, type UploadEvent, type UploadOptions } from "../src/upload/index.js";
 import { startHttp, type TestHttpServer } from "./support/http.js";
@@ -176,6 +178,31 @@ describe("upload: reliability", { timeout: 600_000 }, () => {
       /not finished within 6 s/,
     );
   });
+
+  for (const [what, bytes] of [
+    ["a 1-byte image", Buffer.from([7])],
+    ["an image of 3 sectors and 5 bytes", Buffer.alloc(3 * 512 + 5, 1)],
+  ] as const) {
+    it(`${what} is uploaded, with a warning that it is not whole 512-byte sectors`, async () => {
+      const path = join(env.dir, `odd-${bytes.length}.img`);
+      await writeFile(path, bytes);
+      const notes: string[] = [];
+      const r = await uploadX86(
+        env,
+        { path },
+        {
+          onEvent: (e) => {
+            if (e.kind === "note") notes.push(e.message);
+          },
+        },
+      );
+      assert.equal(r.rawSize, bytes.length);
+      const warnings = notes.filter((n) => /not a whole number of 512-byte sectors/.test(n));
+      assert.equal(warnings.length, 1, notes.join("\n"));
+      assert.match(warnings[0] ?? "", new RegExp(`${bytes.length} bytes?`));
+      await assertNoTemporaryResources(env);
+    });
+  }
 });
 
 /** A raw image of `size` bytes: random data with an MBR signature. */

@@ -39,6 +39,7 @@ import {
   createTemporaryServer,
   fetchCatalogue,
   inspectSource,
+  noteOddSize,
   planWrite,
   shutdownAndWait,
   startStream,
@@ -169,6 +170,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       );
     }
     const src = await inspectSource(ctx, opts.image, opts.storeDir);
+    noteOddSize(ctx, src.rawSize);
     const storeId = src.kind === "file" && opts.useStoreIdentity !== false ? src.storeIdentity : undefined;
     let hashFirst = src.kind === "file" && !opts.force && storeId === undefined;
 
@@ -281,6 +283,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     const firstStream = early;
     early = undefined;
     const written = await writeAndVerify(ctx, booted, key.pair, writePlan, firstStream);
+    noteOddSize(ctx, written.rawSize);
 
     const identity: ContentIdentity = {
       sha256: written.sha256,

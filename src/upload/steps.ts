@@ -110,6 +110,8 @@ export class UploadContext extends RunContext<CommonOptions, UploadStep> {
   bytesRead = 0;
   bytesSent = 0;
   bytesHashed = 0;
+  /** The odd-size warning was given (once per run). */
+  oddSizeNoted = false;
 
   override outcome(): UploadOutcome {
     return { ...super.outcome(), bytesRead: this.bytesRead, bytesSent: this.bytesSent };
@@ -182,6 +184,21 @@ export async function convertLocally(ctx: UploadContext, src: FileSource): Promi
     remove: () => converted.remove(),
   });
   return converted.rawPath;
+}
+
+/** Bytes of a disk sector: every disk, so every disk image, is a whole number of them. */
+export const SECTOR_BYTES = 512;
+
+/**
+ * Warns (once per run) when the raw image is not a whole number of 512-byte sectors: it is then most likely not a
+ * disk image at all (a wrong file, a truncated download). It is written as it is.
+ */
+export function noteOddSize(ctx: UploadContext, rawSize: number | undefined): void {
+  if (rawSize === undefined || rawSize % SECTOR_BYTES === 0 || ctx.oddSizeNoted) return;
+  ctx.oddSizeNoted = true;
+  ctx.steps.note(
+    `the image is ${rawSize} byte${rawSize === 1 ? "" : "s"}, not a whole number of 512-byte sectors as disk images are: it is probably not a disk image (it is written as it is; the rest of the disk reads as zeros)`,
+  );
 }
 
 /** The image as this machine sends it (after a local conversion or hash pass, if any). */
