@@ -11,14 +11,18 @@ import { after, afterEach, before, describe, it } from "node:test";
 import type { HCloudClient } from "../src/hcloud/index.js";
 import {
   CleanupIncompleteError,
+  RUN_LABEL,
   cleanupTemporary,
+  contentLabels,
   isUploadError,
+  temporaryLabels,
   type CleanupOutcome,
   type UploadEvent,
   type UploadResult,
 } from "../src/upload/index.js";
 import { pause } from "../src/util/time.js";
 import { startApiProxy, type ApiProxy, type ProxyAction } from "./support/api-proxy.js";
+import { randomPublicKey } from "./support/emulator.js";
 import { startHttp, type TestHttpServer } from "./support/http.js";
 import {
   MiB,
@@ -148,6 +152,46 @@ describe("upload: overlapping, interrupted and cleaned-up runs", { timeout: 900_
         results.some((r) => !r.reused) && results.some((r) => r.reused),
         "one run made the snapshot, the other answers with it",
       );
+    });
+    it("the snapshot of a run killed outright (its server and key left, heartbeat stale) is answered with at once", async () => {
+      const img = await env.freshImage(6, 2);
+      // What a run killed during its snapshot leaves: a finished snapshot of the content with the run's label, and its
+      // temporary server and key, last seen two hours ago.
+      const runId = "killedrun01";
+      const longAgo = Date.now() - 2 * 3600_000;
+      const labels = temporaryLabels(runId, longAgo);
+      const key = await env.client.sshKeys.create({
+        name: "killed-key",
+        publicKey: randomPublicKey(),
+        labels,
+      });
+      const created = await env.client.servers.create({
+        name: "hetznix-upload-killedrun01",
+        server_type: "cx23",
+        image: "debian-12",
+        start_after_create: false,
+        labels,
+      });
+      await env.client.waitForActions([created.action as never], { timeoutMs: 30_000 });
+      const made = await env.client.servers.createImage(created.server.id, {
+        type: "snapshot",
+        labels: { ...contentLabels({ sha256: img.sha, rawSize: img.size }), [RUN_LABEL]: runId },
+      });
+      await env.client.waitForActions([made.action], { timeoutMs: 30_000 });
+      const controller = new AbortController();
+      const guard = setTimeout(() => controller.abort(new Error("still waiting after 60 s")), 60_000);
+      try {
+        const r = await uploadX86(env, { path: img.path }, { signal: controller.signal });
+        assert.equal(r.imageId, made.image.id);
+        assert.equal(r.reused, true);
+      } finally {
+        clearTimeout(guard);
+        await env.client.images.delete(made.image.id);
+        await env.client.sshKeys.delete(key.id);
+        const deleted = await env.client.servers.delete(created.server.id);
+        await env.client.waitForActions([deleted], { timeoutMs: 30_000 });
+      }
+      await assertNoTemporaryResources(env);
     });
   });
 

@@ -10,13 +10,14 @@
  * - A run that made a snapshot in a race and finds an older one (a lower id) answers with the older one and leaves
  *   its own to cleanup, which deletes it (the later one goes).
  * - The winner is answered with only once it is final: available, and its run (label hetznix/run) has no temporary
- *   server or key left, i.e. that run has finished and will not delete it on a failure or Ctrl-C of its own. If the
- *   winner disappears meanwhile, the rule is applied again to what is left, so no finished work is lost; if waiting
- *   times out, the run keeps (or makes) its own.
+ *   server or key with a fresh heartbeat left, i.e. that run has finished (or was killed) and will not delete it on a
+ *   failure or Ctrl-C of its own. If the winner disappears meanwhile, the rule is applied again to what is left, so
+ *   no finished work is lost; if waiting times out, the run keeps (or makes) its own.
  */
 import { isNotFound } from "../hcloud/errors.js";
 import type { Architecture, Image } from "../hcloud/schema.js";
-import { RUN_LABEL } from "../run/labels.js";
+import { DEFAULT_HEARTBEAT_MS } from "../run/context.js";
+import { RUN_LABEL, lastSignOfLife } from "../run/labels.js";
 import { pause } from "../util/time.js";
 import { SIZE_LABEL, identitySelector, type ContentIdentity } from "./identity.js";
 import type { UploadContext } from "./steps.js";
@@ -46,14 +47,23 @@ export async function findSameContent(
  */
 const OTHERS_POLL_FACTOR = 5;
 
-/** Is the run `runId` still going (does it still have a temporary server or SSH key)? */
+/**
+ * Is the run `runId` still going: does it still have a temporary server or SSH key whose heartbeat is fresh? A run
+ * killed outright leaves them behind, but its heartbeat goes stale: after two heartbeat intervals (and a minute) it
+ * counts as ended, and its snapshot as final.
+ */
 async function runStillGoing(ctx: UploadContext, runId: string): Promise<boolean> {
   const labelSelector = `${RUN_LABEL}=${runId}`;
   const [servers, keys] = await Promise.all([
     ctx.client.servers.all({ labelSelector, signal: ctx.signal }),
     ctx.client.sshKeys.all({ labelSelector, signal: ctx.signal }),
   ]);
-  return servers.length + keys.length > 0;
+  const staleAfterS = (2 * (ctx.opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS)) / 1000 + 60;
+  const nowS = Date.now() / 1000;
+  return [...servers, ...keys].some((r) => {
+    const seen = lastSignOfLife(r.labels);
+    return seen !== undefined && nowS - seen < staleAfterS;
+  });
 }
 
 type Finality = { image: Image } | "gone" | "timeout";
