@@ -134,17 +134,23 @@ describe("upload: overlapping, interrupted and cleaned-up runs", { timeout: 900_
       const before = await snapshotIds(env);
       // Hold each create_image until both runs have sent theirs: both looked and found nothing.
       let arrived = 0;
-      let release: () => void = () => undefined;
-      const bothThere = new Promise<void>((resolve) => (release = resolve));
+      const bothThere = new AbortController();
       const { client, proxy } = await proxiedClient(async (r): Promise<ProxyAction> => {
-        if (createImage(r) && ++arrived === 2) release();
-        if (createImage(r)) await Promise.race([bothThere, pause(60_000)]);
+        if (!createImage(r)) return "pass";
+        if (++arrived === 2) bothThere.abort();
+        // Bounded: a run that never sends its create_image lets the other through after a minute.
+        await pause(60_000, bothThere.signal);
         return "pass";
       });
-      const results = await Promise.all([
-        uploadX86(env, { path: img.path }, { client }),
-        uploadX86(env, { path: img.path }, { client }),
-      ]);
+      let results: UploadResult[];
+      try {
+        results = await Promise.all([
+          uploadX86(env, { path: img.path }, { client }),
+          uploadX86(env, { path: img.path }, { client }),
+        ]);
+      } finally {
+        bothThere.abort();
+      }
       assert.equal(arrived, 2, "both runs created a snapshot");
       assert.equal(proxy.swallowed.length, 0);
       await assertConverged(before, results, img.sha, img.size);
@@ -153,6 +159,7 @@ describe("upload: overlapping, interrupted and cleaned-up runs", { timeout: 900_
         "one run made the snapshot, the other answers with it",
       );
     });
+
     it("the snapshot of a run killed outright (its server and key left, heartbeat stale) is answered with at once", async () => {
       const img = await env.freshImage(6, 2);
       // What a run killed during its snapshot leaves: a finished snapshot of the content with the run's label, and its
