@@ -13,13 +13,18 @@ function packageVersion(): string {
   }
 }
 
+/** What the top-level help promises, each phrase only when its command is registered. */
+const PROMISES: readonly (readonly [command: string, phrase: string])[] = [
+  ["upload", "upload disk images as snapshots"],
+  ["write-to-disk", "write them onto servers' disks"],
+  ["deploy", "deploy releases"],
+  ["emulator", "emulate the API locally"],
+];
+
 export function buildProgram(): Command {
   const program = new Command();
   program
     .name("hetznix")
-    .description(
-      "NixOS on Hetzner Cloud: upload disk images as snapshots, write them to servers' disks, emulate the API locally",
-    )
     .version(packageVersion(), "-V, --version")
     .showHelpAfterError("(run with --help for usage)")
     .configureHelp({ sortSubcommands: false })
@@ -27,6 +32,9 @@ export function buildProgram(): Command {
     // registered after this, inherit it.
     .exitOverride();
   for (const register of commands) register(program);
+  const registered = new Set(program.commands.map((c) => c.name()));
+  const promised = PROMISES.filter(([command]) => registered.has(command)).map(([, phrase]) => phrase);
+  program.description(`NixOS on Hetzner Cloud: ${promised.join(", ")}`);
   return program;
 }
 
