@@ -23,11 +23,14 @@ describe("cli: usage mistakes", { timeout: 120_000 }, () => {
     await rm(home, { recursive: true, force: true });
   });
 
-  for (const args of [["release", "publish", "--help"], ["release"], ["bogus", "--x"], ["help", "release"]]) {
+  // As reported: `hetznix release publish --help` before a release command existed. A name no command will take
+  // keeps the test meaningful once it does.
+  const unknown = "frobnicate";
+  for (const args of [[unknown, "publish", "--help"], [unknown], [unknown, "--x"], ["help", unknown]]) {
     it(`\`hetznix ${args.join(" ")}\`: unknown command, exit status 2`, async () => {
       const out = await cli(args);
       assert.equal(out.code, 2, `exit status\n${out.stdout}\n${out.stderr}`);
-      assert.match(out.stderr, /unknown command 'release'|unknown command 'bogus'/);
+      assert.match(out.stderr, new RegExp(`unknown command '${unknown}'`));
       assert.doesNotMatch(out.stdout + out.stderr, /Usage: hetznix \[options\] \[command\]/, "not the help");
     });
   }
