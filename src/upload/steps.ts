@@ -511,58 +511,60 @@ export async function writeAndVerify(
 ): Promise<WriteOutcome> {
   const attempts = Math.max(1, ctx.opts.writeAttempts ?? 2);
   let early = firstStream;
-  try {
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      const conn = await connectRescue(ctx, server, pair);
-      try {
-        await ctx.steps.run("discard", () =>
-          ctx.runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
-        );
-        const written = await writeOnce(ctx, conn, wp, early);
-        early = undefined;
-        await ctx.steps.run(
-          "verify",
-          async () => {
-            const r = await ctx.runScript(conn, verifyScript(written.rawSize), "verifying the disk", {
-              signal: ctx.signal,
-            });
-            if (r["disk-sha256"] !== written.sha256) {
-              throw new UploadError(
-                "verification_failed",
-                `The disk's first ${written.rawSize} bytes hash to ${r["disk-sha256"] ?? "(nothing)"}, the image to ${written.sha256}`,
-              );
-            }
-          },
-          `sha256 ${written.sha256.slice(0, 16)}... matches`,
-        );
-        return written;
-      } catch (err) {
-        early?.destroy();
-        early = undefined;
-        // A lost connection may mean the server itself is gone: then retrying is pointless.
-        if (err instanceof ConnectionLostError && !ctx.signal.aborted) await checkServerExists(ctx, server);
-        if (err instanceof ConnectionLostError && attempt < attempts && !ctx.signal.aborted) {
-          ctx.steps.note(
-            `${err.message}; starting the data phase again on a new connection (attempt ${attempt + 1} of ${attempts})`,
-          );
-          continue;
-        }
-        if (err instanceof ConnectionLostError) {
-          throw new UploadError("remote_command_failed", `${err.message} (after ${attempts} attempt(s))`, {
-            cause: err,
-          });
-        }
-        throw err;
-      } finally {
-        await conn.close().catch(() => undefined);
-      }
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    let conn: SshConnection;
+    try {
+      conn = await connectRescue(ctx, server, pair);
+    } catch (err) {
+      // A connect step that failed or was interrupted must stop the read-ahead stream too: its compressor, blocked
+      // on a full pipe, would keep the process alive forever.
+      early?.destroy();
+      throw err;
     }
-    throw new UploadError("remote_command_failed", "the data phase did not complete");
-  } finally {
-    // The read-ahead stream is ours from the start: stop it however the data phase ended, a connect step that failed
-    // or was interrupted included (its compressor, blocked on a full pipe, would keep the process alive forever).
-    early?.destroy();
+    try {
+      await ctx.steps.run("discard", () =>
+        ctx.runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
+      );
+      const written = await writeOnce(ctx, conn, wp, early);
+      early = undefined;
+      await ctx.steps.run(
+        "verify",
+        async () => {
+          const r = await ctx.runScript(conn, verifyScript(written.rawSize), "verifying the disk", {
+            signal: ctx.signal,
+          });
+          if (r["disk-sha256"] !== written.sha256) {
+            throw new UploadError(
+              "verification_failed",
+              `The disk's first ${written.rawSize} bytes hash to ${r["disk-sha256"] ?? "(nothing)"}, the image to ${written.sha256}`,
+            );
+          }
+        },
+        `sha256 ${written.sha256.slice(0, 16)}... matches`,
+      );
+      return written;
+    } catch (err) {
+      early?.destroy();
+      early = undefined;
+      // A lost connection may mean the server itself is gone: then retrying is pointless.
+      if (err instanceof ConnectionLostError && !ctx.signal.aborted) await checkServerExists(ctx, server);
+      if (err instanceof ConnectionLostError && attempt < attempts && !ctx.signal.aborted) {
+        ctx.steps.note(
+          `${err.message}; starting the data phase again on a new connection (attempt ${attempt + 1} of ${attempts})`,
+        );
+        continue;
+      }
+      if (err instanceof ConnectionLostError) {
+        throw new UploadError("remote_command_failed", `${err.message} (after ${attempts} attempt(s))`, {
+          cause: err,
+        });
+      }
+      throw err;
+    } finally {
+      await conn.close().catch(() => undefined);
+    }
   }
+  throw new UploadError("remote_command_failed", "the data phase did not complete");
 }
 
 async function writeOnce(
