@@ -9,6 +9,8 @@ import {
   validateLabelValue,
   type LabelSelector,
 } from "../src/hcloud/labels.js";
+import { isUploadError } from "../src/upload/errors.js";
+import { checkUserLabels } from "../src/upload/identity.js";
 
 function parse(text: string): LabelSelector {
   const r = parseLabelSelector(text);
@@ -215,5 +217,23 @@ describe("matchesSelector", () => {
   it("does not see inherited object properties as labels", () => {
     assert.equal(matchesSelector({}, parse("toString")), false);
     assert.equal(matchesSelector({}, parse("!constructor")), true);
+  });
+});
+
+describe("label problems as users read them", () => {
+  it("say each part once: the upload's message names the key, the part and the rule, without stuttering", () => {
+    const labels = { role: "bad value!", "a/b/c": "x", n: "v".repeat(64) };
+    assert.throws(
+      () => checkUserLabels(labels),
+      (e: unknown) => {
+        assert.ok(isUploadError(e, "invalid_label"));
+        const text = (e as Error).message;
+        assert.doesNotMatch(text, /\b(value value|key key|name name)\b/);
+        assert.match(text, /role: value must start and end with a letter or digit/);
+        assert.match(text, /a\/b\/c: key contains more than one '\/'/);
+        assert.match(text, /n: value is longer than 63 characters/);
+        return true;
+      },
+    );
   });
 });

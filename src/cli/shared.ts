@@ -5,7 +5,7 @@
 import type { Command } from "commander";
 import { clientFromEnvironment, type HCloudClient } from "../hcloud/client.js";
 import { HCloudConfigError, HCloudError, HCloudNetworkError } from "../hcloud/errors.js";
-import { createProgressRenderer, chooseMode, type ProgressRenderer } from "../ui/progress.js";
+import { createProgressRenderer, chooseMode, guardedWriter, type ProgressRenderer } from "../ui/progress.js";
 import { CleanupIncompleteError, RunError, isRunError, type RunOutcome } from "../run/index.js";
 import {
   CODECS,
@@ -100,6 +100,22 @@ export function withSharedFlags(cmd: Command): Command {
     .option("--codec-level <n>", "compression level of --codec");
 }
 
+const stdoutWriter = guardedWriter(process.stdout);
+const stderrWriter = guardedWriter(process.stderr);
+
+/**
+ * Everything the commands print goes through these: a reader that went away (EPIPE on `2>&1 | tee log` after Ctrl-C,
+ * `| head`) makes further output a no-op instead of an unhandled 'error' event that kills the process before its
+ * cleanup ran. Importing this module installs the error listeners on both streams.
+ */
+export function writeOut(text: string): void {
+  stdoutWriter.write(text);
+}
+
+export function writeErr(text: string): void {
+  stderrWriter.write(text);
+}
+
 /**
  * Ctrl-C / SIGTERM: the first aborts the operation (cleanup still runs), the second aborts cleanup (what is left is
  * printed), a third exits at once.
@@ -115,15 +131,13 @@ export function installSignals(command: string): {
   const handler = (sig: NodeJS.Signals) => {
     count++;
     if (count === 1) {
-      process.stderr.write(
+      writeErr(
         `\nhetznix ${command}: ${sig}: stopping and removing temporary resources (press Ctrl-C again to stop cleanup)\n`,
       );
       // A plain reason: the operation's abort error names the operation ("The upload was aborted: ...").
       run.abort(new Error(`interrupted by ${sig}`));
     } else if (count === 2) {
-      process.stderr.write(
-        `\nhetznix ${command}: ${sig} again: stopping cleanup; what is left is listed below\n`,
-      );
+      writeErr(`\nhetznix ${command}: ${sig} again: stopping cleanup; what is left is listed below\n`);
       cleanup.abort(new RunError("aborted", `cleanup interrupted by ${sig}`));
     } else {
       process.exit(130);
@@ -208,7 +222,7 @@ export function exitCodeFor(err: unknown): number {
 
 /** A command failed: the error as JSON on stdout or as a line on stderr, and the exit status it calls for. */
 export function reportFailure(command: string, json: boolean, err: unknown): void {
-  if (json) process.stdout.write(`${JSON.stringify({ error: errorJson(err) }, null, 2)}\n`);
-  else process.stderr.write(`hetznix ${command}: ${describeError(err)}\n`);
+  if (json) writeOut(`${JSON.stringify({ error: errorJson(err) }, null, 2)}\n`);
+  else writeErr(`hetznix ${command}: ${describeError(err)}\n`);
   process.exitCode = exitCodeFor(err);
 }

@@ -5,7 +5,7 @@
  */
 
 import { HCloudActionError, HCloudWaitTimeoutError } from "./errors.js";
-import { call, type RequestOptions } from "./resource.js";
+import { callFor, type RequestOptions } from "./resource.js";
 import type { Action } from "./schema.js";
 import { sleep as realSleep, type Handler, type SleepFn } from "./transport/types.js";
 
@@ -17,12 +17,13 @@ export class ActionsClient {
 
   /** One action; throws HCloudError not_found when there is none. */
   async getById(id: number, opts: RequestOptions = {}): Promise<Action> {
-    const r = await call<{ action: Action }>(this.api, {
-      method: "GET",
-      path: `/actions/${id}`,
-      signal: opts.signal,
-    });
-    return r.action;
+    const { value } = await callFor<Action>(
+      this.api,
+      { method: "GET", path: `/actions/${id}`, signal: opts.signal },
+      "action",
+      "item",
+    );
+    return value;
   }
 
   /** Many actions by id, one request per 50 ids. Unknown ids are simply absent from the result. */
@@ -32,13 +33,13 @@ export class ActionsClient {
     for (let i = 0; i < unique.length; i += ACTIONS_CHUNK) {
       // GET /actions takes only `id` (repeatable); the API answers every listed id in one page.
       const chunk = unique.slice(i, i + ACTIONS_CHUNK);
-      const r = await call<{ actions: Action[] }>(this.api, {
-        method: "GET",
-        path: "/actions",
-        query: { id: chunk },
-        signal: opts.signal,
-      });
-      out.push(...(r.actions ?? []));
+      const { value } = await callFor<Action[]>(
+        this.api,
+        { method: "GET", path: "/actions", query: { id: chunk }, signal: opts.signal },
+        "actions",
+        "list",
+      );
+      out.push(...value);
     }
     return out;
   }

@@ -47,14 +47,8 @@ export class ImagesClient extends ResourceClient<Image, ImageListOptions> {
   }
 
   /** Updates description and/or labels (labels replace the whole set). */
-  async update(id: number, req: UpdateImageRequest, opts: RequestOptions = {}): Promise<Image> {
-    const r = await call<{ image: Image }>(this.api, {
-      method: "PUT",
-      path: `/images/${id}`,
-      body: req,
-      signal: opts.signal,
-    });
-    return r.image;
+  update(id: number, req: UpdateImageRequest, opts: RequestOptions = {}): Promise<Image> {
+    return this.updateById(id, req, opts);
   }
 
   /** Deletes a snapshot or backup. */

@@ -7,6 +7,7 @@ export interface LabelProblem {
   key: string;
   /** Which part is wrong. */
   part: "key" | "value";
+  /** What is wrong with that part, to follow its name ("key prefix ...", "value must ..."): never repeats it. */
   message: string;
 }
 
@@ -29,7 +30,7 @@ export function validateLabelKey(key: string): string[] {
     else if (!prefix.split(".").every((part) => DNS_LABEL_RE.test(part)))
       problems.push("prefix must be a DNS subdomain (lowercase letters, digits, '-' and '.')");
     if (`${prefix}/` === RESERVED_LABEL_PREFIX) problems.push(`prefix ${RESERVED_LABEL_PREFIX} is reserved`);
-    if (name.includes("/")) problems.push("key contains more than one '/'");
+    if (name.includes("/")) problems.push("contains more than one '/'");
   }
   if (name.length === 0) problems.push("name is empty");
   else if (name.length > 63) problems.push("name is longer than 63 characters");
@@ -43,11 +44,9 @@ export function validateLabelKey(key: string): string[] {
 /** Problems with one label value (empty when the value is valid; the empty string is valid). */
 export function validateLabelValue(value: string): string[] {
   if (value.length === 0) return [];
-  if (value.length > 63) return ["value is longer than 63 characters"];
+  if (value.length > 63) return ["is longer than 63 characters"];
   if (!NAME_RE.test(value))
-    return [
-      "value must start and end with a letter or digit and contain only letters, digits, '-', '_', '.'",
-    ];
+    return ["must start and end with a letter or digit and contain only letters, digits, '-', '_', '.'"];
   return [];
 }
 
@@ -57,7 +56,7 @@ export function validateLabels(labels: Record<string, unknown>): LabelProblem[] 
   for (const [key, value] of Object.entries(labels)) {
     for (const message of validateLabelKey(key)) problems.push({ key, part: "key", message });
     if (typeof value !== "string") {
-      problems.push({ key, part: "value", message: "value must be a string" });
+      problems.push({ key, part: "value", message: "must be a string" });
       continue;
     }
     for (const message of validateLabelValue(value)) problems.push({ key, part: "value", message });

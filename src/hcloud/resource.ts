@@ -1,6 +1,6 @@
 /** What every resource module shares: the request function, paging, and lookup by id or name. */
 
-import { isNotFound } from "./errors.js";
+import { HCloudError, isNotFound } from "./errors.js";
 import type { Pagination } from "./schema.js";
 import type { Handler, QueryParams, TransportRequest } from "./transport/types.js";
 
@@ -51,6 +51,43 @@ export async function call<T>(api: Handler, req: TransportRequest): Promise<T> {
   return res.body as T;
 }
 
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Sends one request and returns the answer's `key` member, which must be a list (`list`) or an object (`item`): an
+ * answer without it is an `invalid_response` error naming the endpoint, never an empty list or undefined.
+ */
+export async function callFor<T>(
+  api: Handler,
+  req: TransportRequest,
+  key: string,
+  shape: "list" | "item",
+): Promise<{ value: T; body: Record<string, unknown> }> {
+  const res = await api(req);
+  const body = res.body;
+  const value = isRecord(body) ? body[key] : undefined;
+  const ok = shape === "list" ? Array.isArray(value) : isRecord(value);
+  if (!isRecord(body) || !ok) {
+    const got = isRecord(body)
+      ? `an object with ${Object.keys(body).slice(0, 5).join(", ") || "no members"}`
+      : body === undefined
+        ? "an empty body"
+        : `a JSON ${Array.isArray(body) ? "array" : typeof body}`;
+    throw new HCloudError({
+      status: res.status,
+      code: "invalid_response",
+      message: `the answer has no ${shape === "list" ? "list" : "object"} \`${key}\` (got ${got}); check that the endpoint (--endpoint or HCLOUD_ENDPOINT) is the Hetzner Cloud API`,
+      correlationId: res.headers.get("x-correlation-id") ?? undefined,
+      method: req.method,
+      path: req.path,
+      headers: res.headers,
+    });
+  }
+  return { value: value as T, body };
+}
+
 export abstract class ResourceClient<T, L extends ListOptions> {
   /**
    * @param api the transport chain
@@ -71,13 +108,12 @@ export abstract class ResourceClient<T, L extends ListOptions> {
   /** One page of the list. */
   async list(opts: L = {} as L): Promise<Page<T>> {
     const query: QueryParams = { ...this.listQuery(opts), page: opts.page, per_page: opts.perPage };
-    const body = await call<Record<string, unknown>>(this.api, {
-      method: "GET",
-      path: this.path,
-      query,
-      signal: opts.signal,
-    });
-    const items = (body[this.plural] ?? []) as T[];
+    const { value: items, body } = await callFor<T[]>(
+      this.api,
+      { method: "GET", path: this.path, query, signal: opts.signal },
+      this.plural,
+      "list",
+    );
     return toPage(items, body.meta as { pagination?: Pagination } | undefined, opts.page);
   }
 
@@ -97,12 +133,24 @@ export abstract class ResourceClient<T, L extends ListOptions> {
 
   /** The item with this id; throws HCloudError not_found when there is none. */
   async getById(id: number, opts: RequestOptions = {}): Promise<T> {
-    const body = await call<Record<string, unknown>>(this.api, {
-      method: "GET",
-      path: `${this.path}/${id}`,
-      signal: opts.signal,
-    });
-    return body[this.singular] as T;
+    const { value } = await callFor<T>(
+      this.api,
+      { method: "GET", path: `${this.path}/${id}`, signal: opts.signal },
+      this.singular,
+      "item",
+    );
+    return value;
+  }
+
+  /** PUT the item's new fields (labels replace the whole set); returns the item as it is now. */
+  protected async updateById(id: number, req: object, opts: RequestOptions = {}): Promise<T> {
+    const { value } = await callFor<T>(
+      this.api,
+      { method: "PUT", path: `${this.path}/${id}`, body: req, signal: opts.signal },
+      this.singular,
+      "item",
+    );
+    return value;
   }
 
   /** The item with this name, or undefined. */

@@ -233,6 +233,16 @@ export interface CreateSshKeyRequest {
   labels?: Labels;
 }
 
+export interface UpdateServerRequest {
+  name?: string;
+  labels?: Labels;
+}
+
+export interface UpdateSshKeyRequest {
+  name?: string;
+  labels?: Labels;
+}
+
 export interface UpdateImageRequest {
   description?: string;
   type?: "snapshot";

@@ -3,6 +3,7 @@
 import { HCloudWaitTimeoutError } from "./errors.js";
 import {
   call,
+  callFor,
   ResourceClient,
   toPage,
   type ListOptions,
@@ -19,6 +20,7 @@ import type {
   Pagination,
   Server,
   ServerStatus,
+  UpdateServerRequest,
 } from "./schema.js";
 import { sleep as realSleep, type Handler, type SleepFn } from "./transport/types.js";
 
@@ -118,23 +120,34 @@ export class ServersClient extends ResourceClient<Server, ServerListOptions> {
 
   /** One page of the server's actions (newest last with sort `id:asc`). */
   async listActions(id: number, opts: ServerActionListOptions = {}): Promise<Page<Action>> {
-    const r = await call<{ actions: Action[]; meta?: { pagination?: Pagination } }>(this.api, {
-      method: "GET",
-      path: `/servers/${id}/actions`,
-      query: { status: opts.status, sort: opts.sort, page: opts.page, per_page: opts.perPage },
-      signal: opts.signal,
-    });
-    return toPage(r.actions ?? [], r.meta, opts.page);
+    const { value, body } = await callFor<Action[]>(
+      this.api,
+      {
+        method: "GET",
+        path: `/servers/${id}/actions`,
+        query: { status: opts.status, sort: opts.sort, page: opts.page, per_page: opts.perPage },
+        signal: opts.signal,
+      },
+      "actions",
+      "list",
+    );
+    return toPage(value, body.meta as { pagination?: Pagination } | undefined, opts.page);
+  }
+
+  /** Updates name and/or labels (labels replace the whole set). */
+  update(id: number, req: UpdateServerRequest, opts: RequestOptions = {}): Promise<Server> {
+    return this.updateById(id, req, opts);
   }
 
   /** Deletes a server; returns the delete_server action. */
   async delete(id: number, opts: RequestOptions = {}): Promise<Action> {
-    const r = await call<{ action: Action }>(this.api, {
-      method: "DELETE",
-      path: `/servers/${id}`,
-      signal: opts.signal,
-    });
-    return r.action;
+    const { value } = await callFor<Action>(
+      this.api,
+      { method: "DELETE", path: `/servers/${id}`, signal: opts.signal },
+      "action",
+      "item",
+    );
+    return value;
   }
 
   private async action(
@@ -143,13 +156,13 @@ export class ServersClient extends ResourceClient<Server, ServerListOptions> {
     idempotent: boolean,
     opts: RequestOptions,
   ): Promise<Action> {
-    const r = await call<{ action: Action }>(this.api, {
-      method: "POST",
-      path: `/servers/${id}/actions/${name}`,
-      signal: opts.signal,
-      idempotent,
-    });
-    return r.action;
+    const { value } = await callFor<Action>(
+      this.api,
+      { method: "POST", path: `/servers/${id}/actions/${name}`, signal: opts.signal, idempotent },
+      "action",
+      "item",
+    );
+    return value;
   }
 
   /** Powers on (safe to repeat: retried after unclear failures). */
@@ -195,13 +208,13 @@ export class ServersClient extends ResourceClient<Server, ServerListOptions> {
     req: CreateImageRequest = {},
     opts: RequestOptions = {},
   ): Promise<CreateImageResult> {
-    const r = await call<{ image: Image; action: Action }>(this.api, {
-      method: "POST",
-      path: `/servers/${id}/actions/create_image`,
-      body: req,
-      signal: opts.signal,
-    });
-    return { image: r.image, action: r.action };
+    const { value: image, body } = await callFor<Image>(
+      this.api,
+      { method: "POST", path: `/servers/${id}/actions/create_image`, body: req, signal: opts.signal },
+      "image",
+      "item",
+    );
+    return { image, action: body.action as Action };
   }
 
   /** Polls the server until its status is one of `statuses`; returns it. Throws HCloudWaitTimeoutError on timeout. */

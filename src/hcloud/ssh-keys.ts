@@ -2,7 +2,7 @@
 
 import { publicKeyFingerprint } from "./rules.js";
 import { call, ResourceClient, type ListOptions, type RequestOptions } from "./resource.js";
-import type { CreateSshKeyRequest, Labels, SshKey } from "./schema.js";
+import type { CreateSshKeyRequest, Labels, SshKey, UpdateSshKeyRequest } from "./schema.js";
 import type { Handler } from "./transport/types.js";
 
 export interface SshKeyListOptions extends ListOptions {
@@ -62,6 +62,11 @@ export class SshKeysClient extends ResourceClient<SshKey, SshKeyListOptions> {
       },
     });
     return r.ssh_key;
+  }
+
+  /** Updates name and/or labels (labels replace the whole set). */
+  update(id: number, req: UpdateSshKeyRequest, opts: RequestOptions = {}): Promise<SshKey> {
+    return this.updateById(id, req, opts);
   }
 
   async delete(id: number, opts: RequestOptions = {}): Promise<void> {

@@ -2,7 +2,7 @@
  * Reading the metadata service over HTTP, retrying until a deadline. Early in boot the service (or the route to
  * it) may not answer yet, so network errors and 5xx answers are retried with a capped backoff; a 4xx is final.
  */
-import { setTimeout as sleep } from "node:timers/promises";
+import { sleep } from "../util/time.js";
 import { MetadataError } from "./errors.js";
 import { formatDuration } from "./duration.js";
 
@@ -24,6 +24,12 @@ export interface FetchOptions {
   onRetry?: (info: { url: string; attempt: number; error: string }) => void;
 }
 
+/**
+ * The most a document may be. Hetzner's metadata is a few KiB and user data at most 32 KiB; anything near this bound
+ * is not a metadata service's answer, and reading it whole would only cost memory.
+ */
+export const MAX_DOCUMENT_BYTES = 1024 * 1024;
+
 /** At most this many attempts per document, whatever the timeout, so the loop is bounded in count as well. */
 const MAX_ATTEMPTS = 1000;
 const PER_REQUEST_MS = 5000;
@@ -42,11 +48,45 @@ async function getOnce(url: string, timeoutMs: number): Promise<Buffer | null> {
     const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : "";
     throw new Retryable(`${err instanceof Error ? err.message : String(err)}${cause}`);
   }
-  const body = Buffer.from(await response.arrayBuffer());
-  if (response.ok) return body;
+  if (response.ok) return readBounded(url, response);
+  await response.body?.cancel().catch(() => undefined);
   if (response.status === 404) return null;
   if (response.status >= 500 || response.status === 429) throw new Retryable(`HTTP ${response.status}`);
   throw new MetadataError("http_status", `metadata service answered ${url} with HTTP ${response.status}`);
+}
+
+function tooLarge(url: string, detail: string): MetadataError {
+  return new MetadataError(
+    "too_large",
+    `metadata service answered ${url} with more than ${MAX_DOCUMENT_BYTES} bytes (${detail}); Hetzner's documents are a few KiB: check the metadata URL`,
+  );
+}
+
+/** The body, refused as soon as it is known to pass MAX_DOCUMENT_BYTES (announced, or while reading). */
+async function readBounded(url: string, response: Response): Promise<Buffer> {
+  const announced = response.headers.get("content-length");
+  if (announced !== null && /^\d+$/.test(announced) && Number(announced) > MAX_DOCUMENT_BYTES) {
+    await response.body?.cancel().catch(() => undefined);
+    throw tooLarge(url, `Content-Length: ${announced}`);
+  }
+  const chunks: Buffer[] = [];
+  let total = 0;
+  const reader = response.body?.getReader();
+  if (!reader) return Buffer.alloc(0);
+  try {
+    for (;;) {
+      const next = await reader.read().catch((err: unknown) => {
+        throw new Retryable(`reading the answer failed: ${err instanceof Error ? err.message : String(err)}`);
+      });
+      if (next.done) break;
+      total += next.value.length;
+      if (total > MAX_DOCUMENT_BYTES) throw tooLarge(url, "and still sending");
+      chunks.push(Buffer.from(next.value));
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+  return Buffer.concat(chunks);
 }
 
 /** GET with retries until `deadline` (ms since epoch). Returns null for 404. */

@@ -1,14 +1,23 @@
 /**
  * The run context every long operation shares: its client, its step runner, the registry of temporary resources,
- * the signals (one for the work, one for cleanup), and `runWithCleanup`, which always cleans up with its own signal
- * and names the operation in its messages ("the write-to-disk was aborted").
+ * the signals (one for the work, one for cleanup), the heartbeat, and `runWithCleanup`, which always cleans up with
+ * its own signal and names the operation in its messages ("the write-to-disk was aborted").
  */
 import type { HCloudClient } from "../hcloud/client.js";
 import type { Labels } from "../hcloud/schema.js";
 import { CleanupIncompleteError, abortError, type Leftover } from "./errors.js";
 import { StepRunner, type EventSink, type StepTiming } from "./events.js";
+import { pause } from "../util/time.js";
 import { newRunId, temporaryLabels } from "./labels.js";
-import { ResourceRegistry, registerStragglers, type CleanupReport } from "./resources.js";
+import {
+  ResourceRegistry,
+  imageResource,
+  registerStragglers,
+  type CleanupReport,
+  type ImageWait,
+  type KnownResources,
+  type Registered,
+} from "./resources.js";
 
 export interface WaitSettings {
   /** Per action (create, rescue, power on, delete) (default 10 min). */
@@ -41,7 +50,15 @@ export interface RunOptions<S extends string = string> {
   name?: string;
   /** Run id (default: random). */
   runId?: string;
+  /**
+   * How often the run refreshes the heartbeat label of its temporary server and key (default DEFAULT_HEARTBEAT_MS),
+   * so `hetznix cleanup --older-than AGE` (AGE above this interval) never removes a run that is still going.
+   */
+  heartbeatMs?: number;
 }
+
+/** Three minutes: `cleanup --older-than` of more than that never touches a live run. */
+export const DEFAULT_HEARTBEAT_MS = 180_000;
 
 /** What every operation's result reports about the run itself. */
 export interface RunOutcome<S extends string = string> {
@@ -61,8 +78,10 @@ export class RunContext<O extends RunOptions<S>, S extends string = string> {
   readonly waits: Required<WaitSettings>;
   /** Aborted when the caller aborts or the run ends, to stop work still running in parallel. */
   readonly inner = new AbortController();
-  /** Temporary resources this run knows it made (the straggler search skips them). */
-  readonly known = { servers: new Set<number>(), sshKeys: new Set<number>() };
+  /** Temporary resources this run knows it made, and snapshots it keeps (the straggler search skips them). */
+  readonly known: KnownResources = { servers: new Set(), sshKeys: new Set(), images: new Set() };
+  /** When the run last refreshed its heartbeat label. */
+  private heartbeatAtMs = this.startedMs;
   /** Set before the first create request: a lost answer may still have created something. */
   createdSomething = false;
 
@@ -90,9 +109,45 @@ export class RunContext<O extends RunOptions<S>, S extends string = string> {
     return this.inner.signal;
   }
 
-  /** Labels of this run's temporary resources. */
+  /** Labels of this run's temporary resources (with the latest heartbeat). */
   get labels(): Labels {
-    return temporaryLabels(this.runId, this.startedMs);
+    return temporaryLabels(this.runId, this.startedMs, this.heartbeatAtMs);
+  }
+
+  /** How cleanup waits for a snapshot still being created (bounded, reported as a note). */
+  get imageWait(): ImageWait {
+    return {
+      pollIntervalMs: this.waits.pollIntervalMs,
+      timeoutMs: this.waits.snapshotTimeoutMs,
+      onWait: (message) => this.steps.note(message),
+    };
+  }
+
+  /** Registration of a snapshot this run made (removed by cleanup unless it is kept). */
+  imageResource(id: number): Registered {
+    return imageResource(this.client, id, `snapshot ${id}`, this.imageWait);
+  }
+
+  /**
+   * Refreshes the heartbeat label on this run's temporary servers and keys every `heartbeatMs` until the run's
+   * signal aborts (the run ended). Best effort: a failed refresh is tried again next time. Resolves when stopped.
+   */
+  async heartbeat(): Promise<void> {
+    const interval = Math.max(10, this.opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+    const signal = this.signal;
+    // Bounded in count too: a week of beats at the shortest interval the option allows.
+    const maxBeats = Math.ceil((7 * 86_400_000) / interval);
+    for (let beat = 0; beat < maxBeats && !signal.aborted; beat++) {
+      await pause(interval, signal);
+      if (signal.aborted) break;
+      this.heartbeatAtMs = Date.now();
+      const labels = this.labels;
+      const updates = [
+        ...[...this.known.servers].map((id) => this.client.servers.update(id, { labels }, { signal })),
+        ...[...this.known.sshKeys].map((id) => this.client.sshKeys.update(id, { labels }, { signal })),
+      ];
+      await Promise.allSettled(updates);
+    }
   }
 
   /** The operation's abort error (keeps the reason the caller gave). */
@@ -121,7 +176,14 @@ export class RunContext<O extends RunOptions<S>, S extends string = string> {
     const run = async () => {
       if (this.createdSomething && !signal.aborted) {
         try {
-          await registerStragglers(this.client, this.registry, this.runId, this.known, signal);
+          await registerStragglers(
+            this.client,
+            this.registry,
+            this.runId,
+            this.known,
+            signal,
+            this.imageWait,
+          );
         } catch {
           // The registry still holds what we know of.
         }
@@ -150,6 +212,7 @@ export async function runWithCleanup<T extends RunOutcome<S>, O extends RunOptio
 ): Promise<T> {
   let outcome: T | undefined;
   let failure: unknown;
+  const heartbeat = ctx.heartbeat();
   try {
     outcome = await body();
     return outcome;
@@ -163,6 +226,7 @@ export async function runWithCleanup<T extends RunOutcome<S>, O extends RunOptio
       // Stopping local work must never keep cleanup from running.
     }
     if (!ctx.inner.signal.aborted) ctx.inner.abort(new Error("run finished"));
+    await heartbeat;
     const report = await ctx.cleanup();
     if (outcome) {
       outcome.leftovers = report.leftovers;

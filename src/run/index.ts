@@ -19,6 +19,7 @@ export {
   type StepTiming,
 } from "./events.js";
 export {
+  DEFAULT_HEARTBEAT_MS,
   DEFAULT_WAITS,
   RunContext,
   runWithCleanup,
@@ -33,6 +34,8 @@ export {
   sshKeyResource,
   imageResource,
   type CleanupReport,
+  type ImageWait,
+  type KnownResources,
   type Registered,
 } from "./resources.js";
 export {
@@ -41,6 +44,7 @@ export {
   RUN_LABEL,
   STARTED_LABEL,
   TEMPORARY_LABEL,
+  lastSignOfLife,
   newRunId,
   temporaryLabels,
   temporaryName,

@@ -28,6 +28,17 @@ export function temporaryLabels(runId: string, startedMs: number, heartbeatMs = 
   };
 }
 
+/**
+ * Unix seconds of the last sign of life of the run that made a temporary resource: the newer of its started and
+ * heartbeat labels, or undefined when neither is a valid number.
+ */
+export function lastSignOfLife(labels: Labels): number | undefined {
+  const seconds = [labels[STARTED_LABEL], labels[HEARTBEAT_LABEL]]
+    .filter((v): v is string => v !== undefined && /^\d+$/.test(v))
+    .map(Number);
+  return seconds.length > 0 ? Math.max(...seconds) : undefined;
+}
+
 /** Name of a temporary resource of a run (a valid host name), e.g. `hetznix-upload-abcdefghij`. */
 export function temporaryName(runId: string, kind: string): string {
   return `hetznix-${kind}-${runId}`;

@@ -5,7 +5,7 @@
 import type { HCloudClient } from "../hcloud/client.js";
 import { isNotFound } from "../hcloud/errors.js";
 import { pause } from "../util/time.js";
-import type { Leftover } from "./errors.js";
+import { abortError, type Leftover } from "./errors.js";
 import { RUN_LABEL } from "./labels.js";
 
 export interface Registered {
@@ -104,34 +104,81 @@ export function sshKeyResource(client: HCloudClient, id: number, name: string): 
   };
 }
 
-export function imageResource(client: HCloudClient, id: number, name: string): Registered {
+/** How cleanup waits for a snapshot still being created before deleting it. */
+export interface ImageWait {
+  /** Delay between status polls. */
+  pollIntervalMs: number;
+  /** Give up waiting after this long (counted from the first removal attempt). */
+  timeoutMs: number;
+  /** Called once when cleanup starts waiting (e.g. a note saying so, and that a second Ctrl-C stops it). */
+  onWait?: (message: string) => void;
+}
+
+/**
+ * Registration for a snapshot this run made: deleted, but only once it is no longer `creating` (the API refuses to
+ * delete it before, with 423 locked). The wait is bounded and ends with the cleanup signal (a second Ctrl-C), which
+ * leaves the snapshot as a leftover with the command that removes it.
+ */
+export function imageResource(client: HCloudClient, id: number, name: string, wait: ImageWait): Registered {
+  let deadline: number | undefined;
+  let told = false;
   return {
     kind: "image",
     id,
     name,
     removeHint: `hcloud image delete ${id}`,
     remove: async (signal) => {
+      deadline ??= Date.now() + wait.timeoutMs;
+      const polls = Math.ceil(wait.timeoutMs / Math.max(1, wait.pollIntervalMs)) + 1;
+      for (let poll = 0; poll <= polls; poll++) {
+        const image = await client.images.getById(id, { signal });
+        if (image.status !== "creating") break;
+        if (!told) {
+          told = true;
+          wait.onWait?.(
+            `snapshot ${id} is still being created; waiting for it to finish before deleting it (Ctrl-C again to stop waiting and leave it)`,
+          );
+        }
+        if (Date.now() >= deadline)
+          throw new Error(
+            `snapshot ${id} was still being created after ${Math.round(wait.timeoutMs / 1000)} s`,
+          );
+        await pause(wait.pollIntervalMs, signal);
+        if (signal.aborted) throw abortError(signal, "cleanup");
+      }
       await client.images.delete(id, { signal });
     },
   };
 }
 
+/** What a run knows it made (the straggler search skips these): temporary servers and keys, kept snapshots. */
+export interface KnownResources {
+  servers: Set<number>;
+  sshKeys: Set<number>;
+  images: Set<number>;
+}
+
 /**
- * Safety net after the registry ran: find servers and keys still carrying this run's label (e.g. created by a
- * request whose answer was lost) and register them for removal.
+ * Safety net after the registry ran: find servers, keys and snapshots still carrying this run's label (e.g. created
+ * by a request whose answer was lost, like a create_image whose answer never came) and register them for removal.
+ * Registered last, they are removed first: a snapshot before the server it is made from.
  */
 export async function registerStragglers(
   client: HCloudClient,
   registry: ResourceRegistry,
   runId: string,
-  known: { servers: Set<number>; sshKeys: Set<number> },
+  known: KnownResources,
   signal: AbortSignal,
+  imageWait: ImageWait,
 ): Promise<void> {
   const labelSelector = `${RUN_LABEL}=${runId}`;
-  const [servers, keys] = await Promise.all([
+  const [servers, keys, images] = await Promise.all([
     client.servers.all({ labelSelector, signal }),
     client.sshKeys.all({ labelSelector, signal }),
+    client.images.all({ type: "snapshot", labelSelector, signal }),
   ]);
   for (const k of keys) if (!known.sshKeys.has(k.id)) registry.add(sshKeyResource(client, k.id, k.name));
   for (const s of servers) if (!known.servers.has(s.id)) registry.add(serverResource(client, s.id, s.name));
+  for (const i of images)
+    if (!known.images.has(i.id)) registry.add(imageResource(client, i.id, `snapshot ${i.id}`, imageWait));
 }

@@ -83,12 +83,43 @@ export function dataLine(e: DataEvent, rate: number | undefined): string {
   return parts.join(", ");
 }
 
+/**
+ * Writes to `stream` that can never break the operation: once the reader is gone (EPIPE on `2>&1 | tee log` after
+ * Ctrl-C, a closed terminal) or a write throws, further output is dropped. Progress is a courtesy; the run and its
+ * cleanup must go on without it.
+ */
+export function guardedWriter(stream: NodeJS.WritableStream): {
+  write(text: string): void;
+  broken(): boolean;
+} {
+  let broken = false;
+  stream.on("error", () => {
+    broken = true;
+  });
+  return {
+    write(text: string) {
+      if (broken) return;
+      const s = stream as NodeJS.WritableStream & { destroyed?: boolean; writable?: boolean };
+      if (s.destroyed === true || s.writable === false) {
+        broken = true;
+        return;
+      }
+      try {
+        stream.write(text);
+      } catch {
+        broken = true;
+      }
+    },
+    broken: () => broken,
+  };
+}
+
 export function createProgressRenderer(opts: RendererOptions): ProgressRenderer {
   const now = opts.now ?? (() => Date.now());
   const titles = opts.titles ?? STEP_TITLES;
   const title = (step: string): string => titles[step] ?? step;
-  const out = opts.out;
   if (opts.mode === "json") return { onEvent: () => undefined, finish: () => undefined };
+  const out = guardedWriter(opts.out);
   const prefix = (image: string) => (opts.multi ? `[${image}] ` : "");
 
   if (opts.mode === "plain") {
@@ -120,7 +151,7 @@ export function createProgressRenderer(opts: RendererOptions): ProgressRenderer 
   const live = new Map<string, Live>();
   let drawnLines = 0;
   let timer: NodeJS.Timeout | undefined;
-  const width = () => Math.max(40, (out.columns || 100) - 1);
+  const width = () => Math.max(40, (opts.out.columns || 100) - 1);
 
   const clear = () => {
     if (drawnLines > 0) out.write(`\x1b[${drawnLines}A\x1b[0J`);

@@ -1,17 +1,20 @@
 /**
  * `hetznix cleanup`: delete temporary servers and SSH keys that hetznix created (label hetznix/temporary=true), only
- * those older than a given age (by their hetznix/started label), so a run in progress is never touched.
+ * those whose run showed no sign of life for a given age: the age counts from the newer of the hetznix/started label
+ * and the hetznix/heartbeat label, which a running run refreshes every few minutes (DEFAULT_HEARTBEAT_MS). So an age
+ * above the heartbeat interval never touches a run in progress, however long it runs.
  */
 import type { HCloudClient } from "../hcloud/client.js";
 import { isNotFound } from "../hcloud/errors.js";
 import type { Labels } from "../hcloud/schema.js";
 import { DurationSyntaxError, parseDuration as parse } from "../util/time.js";
 import { UploadError } from "./errors.js";
-import { RUN_LABEL, STARTED_LABEL, TEMPORARY_LABEL } from "./identity.js";
+import { lastSignOfLife } from "../run/labels.js";
+import { HEARTBEAT_LABEL, RUN_LABEL, STARTED_LABEL, TEMPORARY_LABEL } from "./identity.js";
 
 export interface CleanupOptions {
   client: HCloudClient;
-  /** Only resources whose run started at least this long ago (default 1 h). */
+  /** Only resources whose run showed no sign of life (start or heartbeat) for this long (default 1 h). */
   olderThanMs?: number;
   /** List what would be deleted, delete nothing. */
   dryRun?: boolean;
@@ -31,6 +34,9 @@ export interface CleanupItem {
   runId?: string;
   /** Unix seconds from the hetznix/started label. */
   started?: number;
+  /** Unix seconds of the run's last sign of life: the newer of hetznix/started and hetznix/heartbeat. */
+  lastSeen?: number;
+  /** Seconds since the last sign of life. */
   ageSeconds?: number;
   /** Why it was kept or why deleting failed. */
   reason?: string;
@@ -67,12 +73,14 @@ function describe(
 ): CleanupItem {
   const startedText = labels[STARTED_LABEL];
   const started = startedText !== undefined && /^\d+$/.test(startedText) ? Number(startedText) : undefined;
+  const lastSeen = lastSignOfLife(labels);
   return {
     kind,
     id,
     name,
     ...(labels[RUN_LABEL] ? { runId: labels[RUN_LABEL] } : {}),
-    ...(started !== undefined ? { started, ageSeconds: nowS - started } : {}),
+    ...(started !== undefined ? { started } : {}),
+    ...(lastSeen !== undefined ? { lastSeen, ageSeconds: nowS - lastSeen } : {}),
   };
 }
 
@@ -103,13 +111,14 @@ export async function cleanupTemporary(opts: CleanupOptions): Promise<CleanupOut
   for (const item of candidates) {
     if (opts.runId === undefined) {
       if (item.ageSeconds === undefined) {
-        outcome.kept.push({ ...item, reason: `no valid ${STARTED_LABEL} label` });
+        outcome.kept.push({ ...item, reason: `no valid ${STARTED_LABEL} or ${HEARTBEAT_LABEL} label` });
         continue;
       }
       if (item.ageSeconds * 1000 < olderThanMs) {
+        const seen = item.lastSeen !== item.started ? "last heartbeat" : "started";
         outcome.kept.push({
           ...item,
-          reason: `started ${item.ageSeconds}s ago, younger than ${Math.round(olderThanMs / 1000)}s`,
+          reason: `${seen} ${item.ageSeconds}s ago, less than ${Math.round(olderThanMs / 1000)}s: its run may still be going`,
         });
         continue;
       }

@@ -16,6 +16,10 @@ export type UploadErrorCode =
   | "corrupt_source"
   /** The URL answered an error status, or could not be reached. */
   | "url_unavailable"
+  /** The rescue system's download of a URL stalled, or did not finish in the time its size allows. */
+  | "download_stalled"
+  /** A qcow2 image names a backing file or an external data file (their bytes would end up in the snapshot). */
+  | "unsafe_image"
   /** A label (given or derived) breaks Hetzner's label rules. */
   | "invalid_label"
   /** The image does not fit on the largest disk available for the architecture. */
@@ -26,6 +30,8 @@ export type UploadErrorCode =
   | "unknown_server_type"
   /** The server named for write-to-disk does not exist. */
   | "unknown_server"
+  /** The server being written to was deleted during the run (e.g. by `hetznix cleanup --older-than 0s`). */
+  | "server_deleted"
   /** A command in the rescue system failed (the message carries its last lines of output). */
   | "remote_command_failed"
   /** What the server holds after writing does not match the source. */

@@ -11,6 +11,7 @@ export {
 } from "./sequence.js";
 export { writeToDisk, type WriteToDiskOptions, type WriteToDiskResult } from "./write-to-disk.js";
 export type { UploadOutcome, UploadOutcome as RunOutcome, UploadStep, UploadEvent } from "./steps.js";
+export { DEFAULT_HEARTBEAT_MS } from "../run/context.js";
 export {
   cleanupTemporary,
   parseDuration,
@@ -41,6 +42,7 @@ export { CODECS, defaultCodec, startCompressor, type Codec, type CodecSpec } fro
 export {
   COMPRESSIONS,
   FORMATS,
+  checkImageFile,
   openFileSource,
   openUrlSource,
   digestFile,

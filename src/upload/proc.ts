@@ -30,9 +30,20 @@ export interface SpawnedStage {
   kill(): void;
 }
 
-/** Spawn `file args`, keeping stderr's tail. The caller wires stdin/stdout. */
-export function spawnStage(file: string, args: string[], label = file): SpawnedStage {
-  const child = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"] });
+/**
+ * Spawn `file args`, keeping stderr's tail. The caller wires stdin/stdout. `extraFds` become the child's descriptors
+ * 3, 4, ... (e.g. a file it writes to).
+ */
+export function spawnStage(
+  file: string,
+  args: string[],
+  label = file,
+  extraFds: number[] = [],
+): SpawnedStage {
+  // With extra descriptors the child's stdin/stdout/stderr are still pipes.
+  const child = spawn(file, args, {
+    stdio: ["pipe", "pipe", "pipe", ...extraFds],
+  }) as ChildProcessWithoutNullStreams;
   const stderr = new TailBuffer();
   child.stderr.on("data", (c: Buffer) => stderr.push(c));
   // Writes after the program exited early (it failed, or we killed it) are reported through `done`.

@@ -17,6 +17,8 @@ export const RESCUE_RAM_HEADROOM = 64 * 1024 * 1024;
 export const EXIT_NO_ROOM = 90;
 /** Exit status when the downloaded size differs from the expected size. */
 export const EXIT_SIZE_MISMATCH = 91;
+/** Exit status when the received qcow2 image names a backing file or an external data file. */
+export const EXIT_UNSAFE_QCOW2 = 93;
 
 /** The decompression stage in the rescue system for data arriving with `compression` (null for none). */
 export function remoteDecompressor(compression: Compression): string | null {
@@ -40,7 +42,49 @@ export function discardCommand(device = DISK_DEVICE): string {
   return `blkdiscard -f ${d} 2>/dev/null || blkdiscard ${d}`;
 }
 
-export type WriteInput = { kind: "stdin" } | { kind: "url"; url: string };
+/**
+ * Limits of a download by the rescue system, so a URL that stalls or crawls cannot keep the temporary server busy
+ * forever: curl gives up when fewer than `lowSpeedBytesPerSecond` arrive for `lowSpeedSeconds` in a row, and (when
+ * the size is announced) when the whole download takes longer than `deadlineBaseSeconds` plus the size at
+ * `deadlineBytesPerSecond`.
+ */
+export interface DownloadLimits {
+  /** Default 64 KiB/s. */
+  lowSpeedBytesPerSecond: number;
+  /** Default 60 s. */
+  lowSpeedSeconds: number;
+  /** Default 600 s. */
+  deadlineBaseSeconds: number;
+  /** Default 1 MiB/s: a 4 GiB image gets 10 + 68 minutes. */
+  deadlineBytesPerSecond: number;
+}
+
+export const DEFAULT_DOWNLOAD_LIMITS: DownloadLimits = {
+  lowSpeedBytesPerSecond: 64 * 1024,
+  lowSpeedSeconds: 60,
+  deadlineBaseSeconds: 600,
+  deadlineBytesPerSecond: 1024 * 1024,
+};
+
+/** The overall deadline (whole seconds) of a download of `announcedBytes`, or undefined when the size is unknown. */
+export function downloadDeadlineSeconds(limits: DownloadLimits, announcedBytes?: number): number | undefined {
+  if (announcedBytes === undefined) return undefined;
+  return Math.ceil(limits.deadlineBaseSeconds + announcedBytes / limits.deadlineBytesPerSecond);
+}
+
+/** What the download stage prints on stderr when curl fails: `HETZNIX-DOWNLOAD-FAILED curl-exit=N`. */
+export const DOWNLOAD_FAILED_MARK = "HETZNIX-DOWNLOAD-FAILED";
+
+export type WriteInput =
+  | { kind: "stdin" }
+  | {
+      kind: "url";
+      url: string;
+      /** Default DEFAULT_DOWNLOAD_LIMITS. */
+      limits?: DownloadLimits;
+      /** curl --max-time: the whole download (see downloadDeadlineSeconds). */
+      maxSeconds?: number;
+    };
 
 export interface WriteSpec {
   input: WriteInput;
@@ -60,8 +104,19 @@ export interface WriteSpec {
 
 function sourceStage(input: WriteInput): string {
   if (input.kind === "stdin") return "cat";
-  // -f: HTTP errors fail; curl also fails when fewer bytes arrive than Content-Length announced.
-  return `curl -fsSL --retry 3 --retry-delay 2 --connect-timeout 20 ${shellQuote(input.url)}`;
+  const limits = input.limits ?? DEFAULT_DOWNLOAD_LIMITS;
+  // The URL is one literal word: quoted for the shell, and --globoff so curl does not expand `[1-2]` or `{a,b}` into
+  // several downloads whose concatenation would be written (and verified) as the image. --fail: HTTP errors fail;
+  // curl also fails when fewer bytes arrive than Content-Length announced. No --retry: a retried transfer writes its
+  // bytes to the pipe again after those already sent, so the disk would get a corrupt concatenation.
+  const curl = [
+    "curl --globoff --fail --silent --show-error --location --connect-timeout 20",
+    `--speed-limit ${Math.max(1, Math.floor(limits.lowSpeedBytesPerSecond))}`,
+    `--speed-time ${Math.max(1, Math.ceil(limits.lowSpeedSeconds))}`,
+    ...(input.maxSeconds !== undefined ? [`--max-time ${Math.max(1, Math.ceil(input.maxSeconds))}`] : []),
+    `--url ${shellQuote(input.url)}`,
+  ].join(" ");
+  return `{ ${curl} || { rc=$?; echo "${DOWNLOAD_FAILED_MARK} curl-exit=$rc" >&2; exit "$rc"; }; }`;
 }
 
 /**
@@ -89,6 +144,22 @@ const READ_STREAM_RESULT = [
   "stream_sha=$(tr -d ' \\n' < \"$work/sha\")",
   "stream_len=$(tr -d ' \\n' < \"$work/len\")",
 ];
+
+/**
+ * Refuse a received qcow2 file that is not self-contained before qemu-img opens it: a backing file (header bytes
+ * 8..15, its offset, not zero) or, in version 3, an external data file (incompatible feature bit 2, in byte 79)
+ * would be read from the rescue system's own files into the disk. The client checked the header it sniffed, but a
+ * URL may serve other bytes to the download.
+ */
+function qcow2SafetyCheck(file: string): string[] {
+  const f = `"${file}"`;
+  const refuse = (what: string) =>
+    `echo "hetznix: the received qcow2 image ${what}; refusing to convert it (its bytes would come from the rescue system's files)" >&2; exit ${EXIT_UNSAFE_QCOW2}`;
+  return [
+    `if [ "$(od -An -v -tx1 -j8 -N8 ${f} | tr -d ' \\n')" != 0000000000000000 ]; then ${refuse("names a backing file")}; fi`,
+    `if [ $(( $(od -An -tu1 -j7 -N1 ${f}) )) -ge 3 ] && [ $(( $(od -An -tu1 -j79 -N1 ${f}) & 4 )) -ne 0 ]; then ${refuse("keeps its data in an external data file")}; fi`,
+  ];
+}
 
 function sizeCheck(expected: number): string {
   const n = String(expected);
@@ -130,6 +201,7 @@ export function writeScript(spec: WriteSpec): string {
   lines.push(pipeline.join(" | "));
   lines.push(...READ_STREAM_RESULT);
   if (spec.expectedBytes !== undefined) lines.push(sizeCheck(spec.expectedBytes));
+  lines.push(...qcow2SafetyCheck("$work/image.qcow2"));
   lines.push(`qemu-img check -q -f qcow2 "$work/image.qcow2"`);
   lines.push(`qemu-img convert -n -f qcow2 -O raw "$work/image.qcow2" ${device}`);
   lines.push("sync");

@@ -19,16 +19,11 @@
 import { basename } from "node:path";
 import type { Architecture, Image, Labels } from "../hcloud/schema.js";
 import { UploadError } from "./errors.js";
-import {
-  SIZE_LABEL,
-  checkUserLabels,
-  contentLabels,
-  identitySelector,
-  type ContentIdentity,
-} from "./identity.js";
+import { checkUserLabels, contentLabels, identitySelector, type ContentIdentity } from "./identity.js";
 import { planServer, type Plan } from "./plan.js";
 import { runWithCleanup } from "../run/context.js";
-import { imageResource } from "../run/resources.js";
+import { RUN_LABEL } from "../run/labels.js";
+import { countSameSize, lookupSnapshot } from "./same-content.js";
 import {
   digestFile,
   type Compression,
@@ -44,6 +39,7 @@ import {
   createTemporaryServer,
   fetchCatalogue,
   inspectSource,
+  noteOddSize,
   planWrite,
   shutdownAndWait,
   startStream,
@@ -106,35 +102,6 @@ export interface UploadResult extends UploadOutcome {
 }
 
 // ---- Upload ----
-
-async function findExisting(
-  ctx: UploadContext,
-  architecture: Architecture,
-  identity: ContentIdentity,
-): Promise<Image | undefined> {
-  const labelSelector = identitySelector(identity);
-  if (!labelSelector) return undefined;
-  const images = await ctx.client.images.all({
-    type: "snapshot",
-    architecture,
-    labelSelector,
-    status: "available",
-    sort: "created:desc",
-    signal: ctx.signal,
-  });
-  return images.find((i) => i.architecture === architecture);
-}
-
-/** How many snapshots of this architecture carry hetznix's size label with this raw size. */
-async function countBySize(ctx: UploadContext, architecture: Architecture, rawSize: number): Promise<number> {
-  const images = await ctx.client.images.all({
-    type: "snapshot",
-    architecture,
-    labelSelector: `${SIZE_LABEL}=${rawSize}`,
-    signal: ctx.signal,
-  });
-  return images.filter((i) => i.architecture === architecture).length;
-}
 
 function describeImage(src: ImageSource): string {
   return src.kind === "file" ? basename(src.path) : new URL(src.url).pathname.split("/").pop() || src.url;
@@ -203,6 +170,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       );
     }
     const src = await inspectSource(ctx, opts.image, opts.storeDir);
+    noteOddSize(ctx, src.rawSize);
     const storeId = src.kind === "file" && opts.useStoreIdentity !== false ? src.storeIdentity : undefined;
     let hashFirst = src.kind === "file" && !opts.force && storeId === undefined;
 
@@ -242,7 +210,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       const architecture = plan.architecture;
       const sameSize = await ctx.steps.run(
         "lookup",
-        () => countBySize(ctx, architecture, upfrontSize),
+        () => countSameSize(ctx, architecture, upfrontSize),
         (n) =>
           n === 0
             ? `no ${architecture} snapshot of ${upfrontSize} bytes: not a duplicate; hashing while streaming`
@@ -291,7 +259,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     } else if (!opts.force && identitySelector(preIdentity)) {
       const existing = await ctx.steps.run(
         "lookup",
-        () => findExisting(ctx, architecture, preIdentity),
+        () => lookupSnapshot(ctx, architecture, preIdentity),
         (i) => (i ? `found snapshot ${i.id}` : "no snapshot with this content yet"),
       );
       if (existing) {
@@ -315,39 +283,39 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     const firstStream = early;
     early = undefined;
     const written = await writeAndVerify(ctx, booted, key.pair, writePlan, firstStream);
+    noteOddSize(ctx, written.rawSize);
 
     const identity: ContentIdentity = {
       sha256: written.sha256,
       rawSize: written.rawSize,
       ...(storeId ? { store: storeId } : {}),
     };
-    // The hash is known only now (URL, qcow2 converted remotely, a store path seen for the first time): look for a
-    // snapshot with the same content again before creating one.
-    if (!opts.force && !prepared.sha256 && !sizeRuledOut) {
-      const existing = await ctx.steps.run(
+    const writtenImage: LocalImage = { ...prepared, sha256: written.sha256, rawSize: written.rawSize };
+    // Look again before snapshotting, whatever was found before writing: the hash may be known only now (URL, qcow2
+    // converted remotely, a store path seen for the first time), and another run of the same content may have made
+    // (or be making) its snapshot meanwhile. Such a snapshot is waited for and answered with (same-content.ts).
+    const lookAgain = async (when: string) => {
+      if (opts.force) return undefined;
+      return ctx.steps.run(
         "lookup",
-        () => findExisting(ctx, architecture, identity),
-        (i) => (i ? `found snapshot ${i.id}; not creating another` : "no snapshot with this content yet"),
+        () => lookupSnapshot(ctx, architecture, identity),
+        (i) =>
+          i ? `found snapshot ${i.id} ${when}; not creating another` : "no snapshot with this content yet",
       );
-      if (existing) {
-        return reusedResult(
-          ctx,
-          existing,
-          src,
-          { ...prepared, sha256: written.sha256, rawSize: written.rawSize },
-          written.transfer,
-        );
-      }
-    }
+    };
+    const found = await lookAgain("after writing");
+    if (found) return reusedResult(ctx, found, src, writtenImage, written.transfer);
 
     // 13. shutdown
     await shutdownAndWait(ctx, server.id);
+    const foundLater = await lookAgain("while shutting down");
+    if (foundLater) return reusedResult(ctx, foundLater, src, writtenImage, written.transfer);
 
-    // 14. snapshot
-    const labels: Labels = { ...userLabels, ...contentLabels(identity) };
+    // 14. snapshot (labelled with the run, so a cleanup finds it even when create_image's answer is lost)
+    const labels: Labels = { ...userLabels, ...contentLabels(identity), [RUN_LABEL]: ctx.runId };
     const description =
       opts.description ?? `hetznix ${describeImage(src)} sha256:${written.sha256.slice(0, 12)}`;
-    const image = await ctx.steps.run(
+    const made = await ctx.steps.run(
       "snapshot",
       async () => {
         const created = await ctx.client.servers.createImage(
@@ -355,15 +323,26 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
           { type: "snapshot", description, labels },
           { signal: ctx.signal },
         );
-        const unregister = ctx.registry.add(
-          imageResource(ctx.client, created.image.id, `snapshot ${created.image.id}`),
-        );
+        const id = created.image.id;
+        ctx.known.images.add(id);
+        const unregister = ctx.registry.add(ctx.imageResource(id));
         await ctx.wait([created.action], ctx.waits.snapshotTimeoutMs);
+        // A concurrent run of the same content may have made one too: the lowest id stays (same-content.ts).
+        // Ours is kept only when it is that one; otherwise cleanup deletes it.
+        const winner = opts.force ? undefined : await lookupSnapshot(ctx, architecture, identity);
+        if (winner && winner.id !== id) {
+          ctx.steps.note(
+            `snapshot ${winner.id} of the same content was made by another run first; answering with it and deleting this run's ${id}`,
+          );
+          return { image: winner, own: false };
+        }
         unregister();
-        return ctx.client.images.getById(created.image.id, { signal: ctx.signal });
+        return { image: await ctx.client.images.getById(id, { signal: ctx.signal }), own: true };
       },
-      (i) => `image ${i.id}`,
+      (r) => (r.own ? `image ${r.image.id}` : `image ${r.image.id} (made by another run)`),
     );
+    if (!made.own) return reusedResult(ctx, made.image, src, writtenImage, written.transfer);
+    const image = made.image;
     return {
       imageId: image.id,
       reused: false,

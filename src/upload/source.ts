@@ -76,6 +76,45 @@ export function qcow2VirtualSize(head: Uint8Array): number {
   return Number(view.getBigUint64(24, false));
 }
 
+/**
+ * Why a qcow2 image is refused, from its header, or undefined when it is self-contained. A backing file or an external
+ * data file is another file that `qemu-img convert` reads on the machine that converts the image (this one, or the
+ * rescue system): its bytes would end up in the snapshot (e.g. `qemu-img create -f qcow2 -b /etc/shadow -F raw x 1M`).
+ * Pure.
+ */
+export function qcow2Hazard(head: Uint8Array): string | undefined {
+  if (head.length < 20 || !startsWith(head, 0, QCOW2_MAGIC)) return "its qcow2 header is cut short";
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const version = view.getUint32(4, false);
+  const backingOffset = view.getBigUint64(8, false);
+  if (backingOffset !== 0n) {
+    // The name is stored at backing_file_offset, backing_file_size bytes long (at most 1023).
+    const size = Math.min(view.getUint32(16, false), 1023);
+    const at = Number(backingOffset);
+    const name =
+      at + size <= head.length
+        ? Buffer.from(head.subarray(at, at + size))
+            .toString("utf8")
+            .replace(/[^\x20-\x7e]/g, "?")
+        : undefined;
+    return `it names a backing file${name ? ` ${name}` : ""}`;
+  }
+  // Version 3: incompatible features at bytes 72..79; bit 2 says the guest data lives in an external data file.
+  if (version >= 3) {
+    if (head.length < 80) return "its qcow2 header is cut short";
+    if ((view.getBigUint64(72, false) & 4n) !== 0n) return "it keeps its data in an external data file";
+  }
+  return undefined;
+}
+
+/** The refusal of a qcow2 image that is not self-contained (see qcow2Hazard). */
+export function unsafeQcow2Error(where: string, hazard: string): UploadError {
+  return new UploadError(
+    "unsafe_image",
+    `${where} is a qcow2 image that is not self-contained: ${hazard}. Converting it would copy that other file of the converting machine into the snapshot, so hetznix refuses it; make a self-contained image first (qemu-img convert -f qcow2 -O qcow2 IN OUT, where IN's backing file is the one you mean)`,
+  );
+}
+
 /** Nix base32 alphabet (no e, o, u, t). */
 const NIX_HASH_RE = /^[0-9a-df-np-sv-z]{32}$/;
 
@@ -283,6 +322,8 @@ async function classify(
   const format = inner.format;
   if (format === "qcow2") {
     const h = innerHead ?? head;
+    const hazard = qcow2Hazard(h);
+    if (hazard) throw unsafeQcow2Error(where, hazard);
     const size = qcow2VirtualSize(h);
     if (size <= 0)
       throw new UploadError("corrupt_source", `${where}: the qcow2 header gives a virtual size of 0`);
@@ -297,18 +338,19 @@ async function classify(
   return { compression, format, innerHead };
 }
 
-/** Open a local image file: check it, sniff it, find what can be known without reading it whole. */
-export async function openFileSource(path: string, opts: SourceOptions = {}): Promise<FileSource> {
-  throwIfAborted(opts.signal, "upload");
-  let real: string;
-  let size: number;
+/**
+ * Check that a local image file exists and is a file (or block device) hetznix can read the size of: its real path and
+ * size, or an UploadError source_unreadable saying what is wrong. The first check of openFileSource, also run by the
+ * CLI before it asks for any other flag.
+ */
+export async function checkImageFile(path: string): Promise<{ realPath: string; size: number }> {
   try {
-    real = await realpath(path);
+    const real = await realpath(path);
     const st = await stat(real);
     if (!st.isFile() && !st.isBlockDevice()) {
       throw new UploadError("source_unreadable", `${path} is not a regular file`);
     }
-    size = st.isFile() ? st.size : await blockDeviceSize(real);
+    return { realPath: real, size: st.isFile() ? st.size : await blockDeviceSize(real) };
   } catch (err) {
     if (err instanceof UploadError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
@@ -320,6 +362,12 @@ export async function openFileSource(path: string, opts: SourceOptions = {}): Pr
           : `cannot be read (${code ?? String(err)})`;
     throw new UploadError("source_unreadable", `Image file ${path} ${why}`);
   }
+}
+
+/** Open a local image file: check it, sniff it, find what can be known without reading it whole. */
+export async function openFileSource(path: string, opts: SourceOptions = {}): Promise<FileSource> {
+  throwIfAborted(opts.signal, "upload");
+  const { realPath: real, size } = await checkImageFile(path);
   if (size === 0) throw new UploadError("source_unreadable", `Image file ${path} is empty`);
   let head: Buffer;
   try {

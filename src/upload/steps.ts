@@ -5,7 +5,7 @@
  * connection) and shutting down.
  */
 import { stat } from "node:fs/promises";
-import { isHCloudError } from "../hcloud/errors.js";
+import { isHCloudError, isNotFound } from "../hcloud/errors.js";
 import type { Architecture, Location, Server, ServerType } from "../hcloud/schema.js";
 import { connect, generateKeyPair, type SshConnection, type SshKeyPair } from "../ssh/index.js";
 import { defaultCodec, type CodecSpec } from "./compress.js";
@@ -20,8 +20,13 @@ import { pause } from "../util/time.js";
 import { UploadError } from "./errors.js";
 import type { Candidate, Plan } from "./plan.js";
 import {
+  DEFAULT_DOWNLOAD_LIMITS,
+  DOWNLOAD_FAILED_MARK,
   EXIT_NO_ROOM,
   EXIT_SIZE_MISMATCH,
+  EXIT_UNSAFE_QCOW2,
+  downloadDeadlineSeconds,
+  type DownloadLimits,
   discardCommand,
   downloadProgressScript,
   verifyScript,
@@ -88,6 +93,8 @@ export interface CommonOptions extends RunOptions<UploadStep> {
   ssh?: SshSettings;
   /** Attempts of the data phase when the SSH connection drops (default 2: one retry from the start). */
   writeAttempts?: number;
+  /** Limits of a URL download by the rescue system (default DEFAULT_DOWNLOAD_LIMITS). */
+  download?: Partial<DownloadLimits>;
 }
 
 /** System images preferred as the (never booted) base of the temporary server. */
@@ -103,6 +110,8 @@ export class UploadContext extends RunContext<CommonOptions, UploadStep> {
   bytesRead = 0;
   bytesSent = 0;
   bytesHashed = 0;
+  /** The odd-size warning was given (once per run). */
+  oddSizeNoted = false;
 
   override outcome(): UploadOutcome {
     return { ...super.outcome(), bytesRead: this.bytesRead, bytesSent: this.bytesSent };
@@ -164,16 +173,32 @@ export async function convertLocally(ctx: UploadContext, src: FileSource): Promi
       convertQcow2ToRaw(qemuImg, src.realPath, {
         ...(ctx.opts.tmpDir ? { dir: ctx.opts.tmpDir } : {}),
         signal: ctx.signal,
+        virtualSize: src.qcow2VirtualSize ?? 0,
       }),
     `qcow2 -> raw with qemu-img (${src.qcow2VirtualSize} bytes)`,
   );
   ctx.registry.add({
     kind: "file",
-    name: converted.rawPath,
-    removeHint: `rm -r ${converted.rawPath.replace(/\/image\.raw$/, "")}`,
+    name: "the raw image converted from qcow2 (a file without a name)",
+    removeHint: "nothing: the system frees it when hetznix exits",
     remove: () => converted.remove(),
   });
   return converted.rawPath;
+}
+
+/** Bytes of a disk sector: every disk, so every disk image, is a whole number of them. */
+export const SECTOR_BYTES = 512;
+
+/**
+ * Warns (once per run) when the raw image is not a whole number of 512-byte sectors: it is then most likely not a
+ * disk image at all (a wrong file, a truncated download). It is written as it is.
+ */
+export function noteOddSize(ctx: UploadContext, rawSize: number | undefined): void {
+  if (rawSize === undefined || rawSize % SECTOR_BYTES === 0 || ctx.oddSizeNoted) return;
+  ctx.oddSizeNoted = true;
+  ctx.steps.note(
+    `the image is ${rawSize} byte${rawSize === 1 ? "" : "s"}, not a whole number of 512-byte sectors as disk images are: it is probably not a disk image (it is written as it is; the rest of the disk reads as zeros)`,
+  );
 }
 
 /** The image as this machine sends it (after a local conversion or hash pass, if any). */
@@ -357,6 +382,53 @@ export async function bootRescue(
   );
 }
 
+/** The error of a server that disappeared under the run. */
+function serverDeleted(ctx: UploadContext, server: Server): UploadError {
+  return new UploadError(
+    "server_deleted",
+    `Server ${server.name} (${server.id}) was deleted while the ${ctx.operation} was using it (by someone else, or by \`hetznix cleanup\` with a short --older-than); nothing was written to a snapshot`,
+  );
+}
+
+/** Throws server_deleted when the server no longer exists (or is being deleted). */
+async function checkServerExists(ctx: UploadContext, server: Server): Promise<void> {
+  try {
+    const now = await ctx.client.servers.getById(server.id, { signal: ctx.signal });
+    if (now.status === "deleting") throw serverDeleted(ctx, server);
+  } catch (err) {
+    if (isNotFound(err)) throw serverDeleted(ctx, server);
+    throw err;
+  }
+}
+
+/**
+ * Watches, while SSH connection attempts go on, that the server still exists (every few polls); aborts the returned
+ * signal with a server_deleted error as soon as it does not, so a deleted server does not cost minutes of retries.
+ */
+function watchServer(ctx: UploadContext, server: Server): { signal: AbortSignal; stop(): void } {
+  const gone = new AbortController();
+  const stop = new AbortController();
+  const both = AbortSignal.any([stop.signal, ctx.signal]);
+  const interval = ctx.waits.pollIntervalMs * 5;
+  void (async () => {
+    for (let i = 0; i < 1_000_000 && !both.aborted; i++) {
+      await pause(interval, both);
+      if (both.aborted) return;
+      try {
+        await checkServerExists(ctx, server);
+      } catch (err) {
+        if (err instanceof UploadError && err.code === "server_deleted") gone.abort(err);
+        // Other errors (the API briefly unreachable): SSH attempts go on; checked again next time.
+      }
+      if (gone.signal.aborted) return;
+    }
+  })();
+  return {
+    signal: AbortSignal.any([gone.signal, ctx.signal]),
+    stop: () => stop.abort(),
+  };
+}
+
 export async function connectRescue(
   ctx: UploadContext,
   server: Server,
@@ -369,6 +441,7 @@ export async function connectRescue(
       `Server ${server.id} has no public IPv4 address to reach its rescue system`,
     );
   const ssh = ctx.opts.ssh ?? {};
+  const watch = watchServer(ctx, server);
   return ctx.steps.run(
     "connect",
     () =>
@@ -379,7 +452,7 @@ export async function connectRescue(
         privateKey: pair.privateKey,
         maxAttempts: ssh.maxAttempts ?? 100,
         maxTotalMs: ssh.maxTotalMs ?? 180_000,
-        signal: ctx.signal,
+        signal: watch.signal,
         onAttempt: (a) => {
           if (a.attempt % 10 === 0) {
             ctx.steps.note(
@@ -387,10 +460,13 @@ export async function connectRescue(
             );
           }
         },
-      }).catch((err: unknown) => {
-        if (ctx.signal.aborted) throw ctx.aborted();
-        throw err;
-      }),
+      })
+        .catch((err: unknown) => {
+          if (ctx.signal.aborted) throw ctx.aborted();
+          if (watch.signal.aborted) throw watch.signal.reason;
+          throw err;
+        })
+        .finally(() => watch.stop()),
     (c) => `${host} after ${c.attempts} attempt(s)`,
   );
 }
@@ -423,7 +499,8 @@ export interface WriteOutcome {
 
 /**
  * Connect, discard, write and verify. Retried from the start (new connection) when the SSH connection drops, up to
- * `writeAttempts` times. `firstStream` is a local stream started early (read-ahead) for the first attempt.
+ * `writeAttempts` times. `firstStream` is a local stream started early (read-ahead) for the first attempt; this
+ * function owns it from the call on and stops it on every way out.
  */
 export async function writeAndVerify(
   ctx: UploadContext,
@@ -435,7 +512,15 @@ export async function writeAndVerify(
   const attempts = Math.max(1, ctx.opts.writeAttempts ?? 2);
   let early = firstStream;
   for (let attempt = 1; attempt <= attempts; attempt++) {
-    const conn = await connectRescue(ctx, server, pair);
+    let conn: SshConnection;
+    try {
+      conn = await connectRescue(ctx, server, pair);
+    } catch (err) {
+      // A connect step that failed or was interrupted must stop the read-ahead stream too: its compressor, blocked
+      // on a full pipe, would keep the process alive forever.
+      early?.destroy();
+      throw err;
+    }
     try {
       await ctx.steps.run("discard", () =>
         ctx.runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
@@ -461,6 +546,8 @@ export async function writeAndVerify(
     } catch (err) {
       early?.destroy();
       early = undefined;
+      // A lost connection may mean the server itself is gone: then retrying is pointless.
+      if (err instanceof ConnectionLostError && !ctx.signal.aborted) await checkServerExists(ctx, server);
       if (err instanceof ConnectionLostError && attempt < attempts && !ctx.signal.aborted) {
         ctx.steps.note(
           `${err.message}; starting the data phase again on a new connection (attempt ${attempt + 1} of ${attempts})`,
@@ -516,7 +603,11 @@ async function writeOnce(
       try {
         result = await ctx.runScript(conn, script, "writing the image", {
           stdin: stream.output,
-          exitCodes: { [EXIT_NO_ROOM]: "rescue_space", [EXIT_SIZE_MISMATCH]: "corrupt_source" },
+          exitCodes: {
+            [EXIT_NO_ROOM]: "rescue_space",
+            [EXIT_SIZE_MISMATCH]: "corrupt_source",
+            [EXIT_UNSAFE_QCOW2]: "unsafe_image",
+          },
           signal: ctx.signal,
           onProgress: (p) => {
             ctx.bytesSent = baseSent + p.stdinBytes;
@@ -564,8 +655,11 @@ async function writeOnce(
 }
 
 async function writeFromUrl(ctx: UploadContext, conn: SshConnection, wp: WritePlan): Promise<WriteOutcome> {
+  const url = wp.url as string;
+  const limits: DownloadLimits = { ...DEFAULT_DOWNLOAD_LIMITS, ...ctx.opts.download };
+  const maxSeconds = downloadDeadlineSeconds(limits, wp.downloadBytes);
   const script = writeScript({
-    input: { kind: "url", url: wp.url as string },
+    input: { kind: "url", url, limits, ...(maxSeconds !== undefined ? { maxSeconds } : {}) },
     compression: wp.compression,
     format: wp.remoteFormat,
     ...(wp.expectedBytes !== undefined ? { expectedBytes: wp.expectedBytes } : {}),
@@ -589,12 +683,16 @@ async function writeFromUrl(ctx: UploadContext, conn: SshConnection, wp: WritePl
       }
     }
   })();
+  const curl = new CurlFailure();
   let result: Record<string, string>;
   try {
     result = await ctx.runScript(conn, script, "downloading and writing the image", {
       signal: ctx.signal,
-      exitCodes: { [EXIT_NO_ROOM]: "rescue_space" },
+      exitCodes: { [EXIT_NO_ROOM]: "rescue_space", [EXIT_UNSAFE_QCOW2]: "unsafe_image" },
+      onStderr: (chunk) => curl.read(chunk),
     });
+  } catch (err) {
+    throw curl.explain(url, limits, maxSeconds, wp.downloadBytes) ?? err;
   } finally {
     stopPolling.abort();
     await polling;
@@ -615,6 +713,46 @@ async function writeFromUrl(ctx: UploadContext, conn: SshConnection, wp: WritePl
     };
   }
   return { sha256: streamSha, rawSize: streamBytes, transfer: "downloaded by the rescue system" };
+}
+
+/** Reads the download stage's stderr: curl's own message and the exit status it reported, if it failed. */
+class CurlFailure {
+  private text = "";
+  read(chunk: Buffer): void {
+    // Only the last few KiB matter (curl's message and the mark come at the end).
+    this.text = (this.text + chunk.toString("utf8")).slice(-8192);
+  }
+
+  /** A download_stalled error when curl gave up on a stalled or too slow download (exit 28), else undefined. */
+  explain(
+    url: string,
+    limits: DownloadLimits,
+    maxSeconds: number | undefined,
+    announced: number | undefined,
+  ): UploadError | undefined {
+    const exit = new RegExp(`${DOWNLOAD_FAILED_MARK} curl-exit=(\\d+)`).exec(this.text)?.[1];
+    if (exit !== "28") return undefined;
+    const said = /curl: \(28\)[^\n]*/.exec(this.text)?.[0] ?? "curl: (28)";
+    const kib = (n: number) => `${(n / 1024).toFixed(1)} KiB/s`;
+    const after =
+      "nothing was snapshotted; check the server that hosts the image, or download it yourself and upload it with --image-path";
+    if (/too slow/i.test(said)) {
+      return new UploadError(
+        "download_stalled",
+        `The rescue system's download of ${url} stalled: less than ${kib(limits.lowSpeedBytesPerSecond)} for ${limits.lowSpeedSeconds} s (${said}); ${after}`,
+      );
+    }
+    if (maxSeconds !== undefined && /timed out after/i.test(said)) {
+      return new UploadError(
+        "download_stalled",
+        `The rescue system's download of ${url} was not finished within ${maxSeconds} s, the time allowed for ${announced ?? "?"} bytes (${limits.deadlineBaseSeconds} s plus ${kib(limits.deadlineBytesPerSecond)}) (${said}); ${after}`,
+      );
+    }
+    return new UploadError(
+      "url_unavailable",
+      `The rescue system could not connect to ${url} in time (${said}); nothing was snapshotted`,
+    );
+  }
 }
 
 /** How often the download progress of the rescue system is read. */

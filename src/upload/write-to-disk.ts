@@ -14,6 +14,7 @@ import {
   convertLocally,
   createTemporaryKey,
   inspectSource,
+  noteOddSize,
   planWrite,
   shutdownAndWait,
   writeAndVerify,
@@ -71,6 +72,7 @@ export async function writeToDisk(opts: WriteToDiskOptions): Promise<WriteToDisk
         (s) => `${s.name} (${s.id}), ${s.status}`,
       ),
     ]);
+    noteOddSize(ctx, src.rawSize);
     const diskBytes = server.primary_disk_size * DISK_GB_MIN_BYTES;
     const knownRaw = src.rawSize;
     if (knownRaw !== undefined && knownRaw > diskBytes) {
@@ -95,6 +97,7 @@ export async function writeToDisk(opts: WriteToDiskOptions): Promise<WriteToDisk
     const running = server.status !== "off";
     const booted = await bootRescue(ctx, server.id, key.id, running);
     const written = await writeAndVerify(ctx, booted, key.pair, wp, undefined);
+    noteOddSize(ctx, written.rawSize);
     await shutdownAndWait(ctx, server.id);
     if (opts.start) {
       await ctx.steps.run(

@@ -16,6 +16,8 @@ export interface SeenRequest {
 
 export type Reply =
   | { status: number; body?: unknown; headers?: Record<string, string> }
+  /** Answer with this text as is (not JSON-encoded), e.g. a proxy's HTML page or a JSON body cut short. */
+  | { status: number; raw: string; headers?: Record<string, string> }
   /** Destroy the connection without answering (the client sees a reset). */
   | { reset: true }
   /** Never answer (the client's timeout must fire); the socket is closed when the server stops. */
@@ -62,6 +64,11 @@ export async function startScripted(script: Script): Promise<ScriptedServer> {
             return;
           }
           if ("hang" in reply) return;
+          if ("raw" in reply) {
+            res.writeHead(reply.status, { "Content-Type": "text/html", ...reply.headers });
+            res.end(reply.raw);
+            return;
+          }
           const body = reply.body === undefined ? "" : JSON.stringify(reply.body);
           res.writeHead(reply.status, {
             ...(body ? { "Content-Type": "application/json" } : {}),

@@ -1,6 +1,20 @@
 import type { Command } from "commander";
-import { cleanupTemporary, parseDuration, type CleanupItem } from "../../upload/index.js";
-import { checkChoice, makeClient, reportFailure, withClientFlags, type ClientFlags } from "../shared.js";
+import { formatDuration } from "../../ui/format.js";
+import {
+  DEFAULT_HEARTBEAT_MS,
+  cleanupTemporary,
+  parseDuration,
+  type CleanupItem,
+} from "../../upload/index.js";
+import {
+  checkChoice,
+  makeClient,
+  reportFailure,
+  withClientFlags,
+  writeErr,
+  writeOut,
+  type ClientFlags,
+} from "../shared.js";
 
 interface CleanupFlags extends ClientFlags {
   olderThan: string;
@@ -10,7 +24,7 @@ interface CleanupFlags extends ClientFlags {
 }
 
 function line(verb: string, i: CleanupItem): string {
-  const age = i.ageSeconds !== undefined ? `, started ${i.ageSeconds}s ago` : "";
+  const age = i.ageSeconds !== undefined ? `, last sign of life ${i.ageSeconds}s ago` : "";
   const why = i.reason ? ` (${i.reason})` : "";
   return `${verb} ${i.kind === "server" ? "server " : "SSH key"} ${i.name} (id ${i.id}${i.runId ? `, run ${i.runId}` : ""}${age})${why}\n`;
 }
@@ -20,6 +34,11 @@ async function run(flags: CleanupFlags): Promise<void> {
   try {
     checkChoice("--output", flags.output, ["text", "json"]);
     const olderThanMs = parseDuration(flags.olderThan);
+    if (!flags.run && olderThanMs < 2 * DEFAULT_HEARTBEAT_MS) {
+      writeErr(
+        `hetznix cleanup: note: running uploads refresh their heartbeat every ${formatDuration(DEFAULT_HEARTBEAT_MS)}; --older-than ${flags.olderThan} may remove a run that is still going\n`,
+      );
+    }
     const client = makeClient(flags);
     const r = await cleanupTemporary({
       client,
@@ -28,15 +47,15 @@ async function run(flags: CleanupFlags): Promise<void> {
       ...(flags.run ? { runId: flags.run } : {}),
     });
     if (json) {
-      process.stdout.write(
+      writeOut(
         `${JSON.stringify({ dry_run: r.dryRun, older_than_ms: r.olderThanMs, deleted: r.deleted, kept: r.kept, failed: r.failed }, null, 2)}\n`,
       );
     } else {
-      for (const i of r.deleted) process.stdout.write(line(r.dryRun ? "would delete" : "deleted", i));
-      for (const i of r.kept) process.stdout.write(line("kept", i));
-      for (const i of r.failed) process.stdout.write(line("FAILED to delete", i));
+      for (const i of r.deleted) writeOut(line(r.dryRun ? "would delete" : "deleted", i));
+      for (const i of r.kept) writeOut(line("kept", i));
+      for (const i of r.failed) writeOut(line("FAILED to delete", i));
       if (r.deleted.length + r.kept.length + r.failed.length === 0)
-        process.stdout.write("no temporary resources of hetznix found\n");
+        writeOut("no temporary resources of hetznix found\n");
     }
     process.exitCode = r.failed.length ? 1 : 0;
   } catch (err) {
@@ -49,7 +68,7 @@ export function register(program: Command): void {
     .description("delete temporary servers and SSH keys hetznix created, older than a given age")
     .option(
       "--older-than <duration>",
-      "only resources whose run started at least this long ago (e.g. 30m, 2h)",
+      "only resources whose run showed no sign of life (start or heartbeat) for this long (e.g. 30m, 2h)",
       "1h",
     )
     .option("--dry-run", "list what would be deleted; delete nothing")

@@ -5,6 +5,7 @@ import type { ProgressRenderer } from "../../ui/progress.js";
 import { formatBytes, formatDuration } from "../../ui/format.js";
 import {
   UploadError,
+  checkImageFile,
   describeLeftovers,
   parseLabels,
   readManifest,
@@ -29,6 +30,8 @@ import {
   startProgress,
   withSharedFlags,
   type SharedFlags,
+  writeErr,
+  writeOut,
 } from "../shared.js";
 
 interface UploadFlags extends SharedFlags {
@@ -149,6 +152,9 @@ async function run(flags: UploadFlags): Promise<void> {
   try {
     checkChoice("--output", flags.output, ["text", "json"]);
     const manifest = flags.manifest ? await readManifest(flags.manifest) : undefined;
+    // A file that is not there is the first thing to say, before asking for other flags.
+    for (const path of [...(flags.imagePath ?? []), ...(manifest ?? []).flatMap((e) => e.path ?? [])])
+      await checkImageFile(path);
     const jobs = buildJobs(flags, manifest);
     const client = makeClient(flags);
     const multi = jobs.length > 1;
@@ -174,23 +180,23 @@ async function run(flags: UploadFlags): Promise<void> {
         const r = s.value;
         if (json) jsonItems.push(resultJson(r));
         else {
-          process.stderr.write(
+          writeErr(
             `${multi ? `[${names[i]}] ` : ""}${r.reused ? "Reused snapshot" : "Created snapshot"} ${r.imageId} (${r.architecture}${r.reused ? ", same content already uploaded" : ""}) in ${formatDuration(r.durationMs)}; ${r.bytesHashed ? `hashed ${formatBytes(r.bytesHashed)}, ` : ""}read ${formatBytes(r.bytesRead)}, sent ${formatBytes(r.bytesSent)}\n`,
           );
-          if (r.leftovers.length) process.stderr.write(describeLeftovers(r.leftovers) + "\n");
-          process.stdout.write(multi ? `${r.imageId}\t${name}\n` : `${r.imageId}\n`);
+          if (r.leftovers.length) writeErr(describeLeftovers(r.leftovers) + "\n");
+          writeOut(multi ? `${r.imageId}\t${name}\n` : `${r.imageId}\n`);
         }
         if (r.leftovers.length) worst = Math.max(worst, 1);
       } else {
         failed++;
         worst = Math.max(worst, exitCodeFor(s.reason));
         if (json) jsonItems.push({ source: name, error: errorJson(s.reason) });
-        else process.stderr.write(`hetznix upload: ${multi ? `${name}: ` : ""}${describeError(s.reason)}\n`);
+        else writeErr(`hetznix upload: ${multi ? `${name}: ` : ""}${describeError(s.reason)}\n`);
       }
     });
     if (json) {
       const body = multi ? { images: jsonItems, failed } : jsonItems[0];
-      process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+      writeOut(`${JSON.stringify(body, null, 2)}\n`);
     }
     process.exitCode = worst;
   } catch (err) {

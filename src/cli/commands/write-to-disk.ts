@@ -14,6 +14,8 @@ import {
   startProgress,
   withSharedFlags,
   type SharedFlags,
+  writeErr,
+  writeOut,
 } from "../shared.js";
 
 interface WriteFlags extends SharedFlags {
@@ -67,12 +69,12 @@ async function run(flags: WriteFlags): Promise<void> {
       onEvent: (e) => renderer?.onEvent(e),
     });
     renderer.finish();
-    if (json) process.stdout.write(`${JSON.stringify(resultJson(r), null, 2)}\n`);
+    if (json) writeOut(`${JSON.stringify(resultJson(r), null, 2)}\n`);
     else {
-      process.stdout.write(
+      writeOut(
         `Wrote ${formatBytes(r.rawSize)} (sha256 ${r.sha256}) to server ${r.serverName} (${r.serverId}) in ${formatDuration(r.durationMs)}; it is ${r.started ? "powered on" : "powered off"}\n`,
       );
-      if (r.leftovers.length) process.stderr.write(describeLeftovers(r.leftovers) + "\n");
+      if (r.leftovers.length) writeErr(describeLeftovers(r.leftovers) + "\n");
     }
     process.exitCode = r.leftovers.length ? 1 : 0;
   } catch (err) {

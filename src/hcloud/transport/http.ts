@@ -1,7 +1,7 @@
 /** End of the handler chain: one HTTP exchange with global fetch; JSON in, JSON out; network failures classified. */
 
-import { HCloudNetworkError, type HCloudNetworkErrorKind } from "../errors.js";
-import type { Handler, QueryParams } from "./types.js";
+import { HCloudError, HCloudNetworkError, type HCloudNetworkErrorKind } from "../errors.js";
+import type { Handler, QueryParams, TransportRequest } from "./types.js";
 
 export const USER_AGENT = "hetznix";
 
@@ -69,11 +69,39 @@ export function httpHandler(endpoint: string, fetchFn: typeof fetch = globalThis
     if (text.length > 0) {
       try {
         parsed = JSON.parse(text) as unknown;
-      } catch {
-        // Not JSON (e.g. a proxy's HTML page): keep the text so the error handler can report it.
+      } catch (err) {
+        // A success status with a body that is not JSON (a captive portal's or proxy's HTML page, an answer cut
+        // short) must never read as "nothing there".
+        if (res.status < 400) throw notJson(req, url, res, text, err);
+        // An error status: keep the text so the error handler can report it.
         parsed = text;
       }
     }
     return { status: res.status, headers: res.headers, body: parsed };
   };
+}
+
+/** The answer of a successful status is not JSON: an `invalid_response` error naming the endpoint. */
+function notJson(
+  req: TransportRequest,
+  url: URL,
+  res: Response,
+  text: string,
+  parseError: unknown,
+): HCloudError {
+  const trimmed = text.trimStart();
+  const looksJson = trimmed.startsWith("{") || trimmed.startsWith("[");
+  const start = trimmed.slice(0, 80).replace(/\s+/g, " ");
+  const why = looksJson
+    ? `its JSON body is not valid JSON (cut short?): ${parseError instanceof Error ? parseError.message : String(parseError)}`
+    : `its body is not JSON (it starts with: ${start})`;
+  return new HCloudError({
+    status: res.status,
+    code: "invalid_response",
+    message: `${url.origin}${url.pathname} answered HTTP ${res.status}, but ${why}; check that the endpoint (--endpoint or HCLOUD_ENDPOINT) is the Hetzner Cloud API and nothing (a proxy, a captive portal) stands in between`,
+    correlationId: res.headers.get("x-correlation-id") ?? undefined,
+    method: req.method,
+    path: req.path,
+    headers: res.headers,
+  });
 }
