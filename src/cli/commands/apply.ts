@@ -11,7 +11,7 @@ import {
 } from "../../deploy/apply/index.js";
 import { DurationSyntaxError, parseDuration } from "../../util/time.js";
 import { APPLY_TITLES } from "../../ui/titles.js";
-import { collect } from "../shared.js";
+import { collect, writeErr, writeOut } from "../shared.js";
 import { createProgressRenderer, chooseMode } from "../../ui/progress.js";
 
 interface ApplyFlags {
@@ -29,7 +29,7 @@ interface ApplyFlags {
 }
 
 function usage(message: string): void {
-  process.stderr.write(`hetznix apply: ${message}\n`);
+  writeErr(`hetznix apply: ${message}\n`);
   process.exitCode = 2;
 }
 
@@ -43,7 +43,7 @@ function duration(flag: string, text: string): number {
 }
 
 function render(result: ApplyResult, output: string): void {
-  if (output === "json") process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  if (output === "json") writeOut(`${JSON.stringify(result, null, 2)}\n`);
   else if (output === "text") {
     const stream =
       result.status === "applied" || result.status === "noop" || result.status === "dry_run"
@@ -62,7 +62,7 @@ async function run(flags: ApplyFlags): Promise<void> {
   }
   if (flags.confirm !== undefined) {
     await confirmApply(flags.confirm);
-    process.stdout.write(`confirmed apply ${flags.confirm}\n`);
+    writeOut(`confirmed apply ${flags.confirm}\n`);
     return;
   }
   if (!["text", "json", "events"].includes(flags.output))
@@ -96,10 +96,10 @@ async function run(flags: ApplyFlags): Promise<void> {
       ...(flags.nonce ? { nonce: flags.nonce } : {}),
       signal: abort.signal,
       onEvent: (e: WorkerEvent) => {
-        if (flags.output === "events") process.stdout.write(`${JSON.stringify(e)}\n`);
+        if (flags.output === "events") writeOut(`${JSON.stringify(e)}\n`);
         else if (progress && e.kind !== "result") {
           if (e.kind === "awaiting-confirmation")
-            process.stderr.write(
+            writeErr(
               `waiting ${Math.round(e.timeoutMs / 1000)} s for confirmation: run \`hetznix apply --confirm ${e.nonce}\` over a new SSH connection\n`,
             );
           else progress.onEvent(e);
@@ -111,7 +111,7 @@ async function run(flags: ApplyFlags): Promise<void> {
   } catch (err) {
     progress?.finish();
     if (err instanceof ApplyDetachedError) {
-      process.stderr.write(`hetznix apply: ${err.message}\n`);
+      writeErr(`hetznix apply: ${err.message}\n`);
       process.exitCode = 130;
       return;
     }
@@ -168,7 +168,7 @@ Examples:
         await run(flags);
       } catch (err) {
         if (err instanceof ApplyUsageError) return usage(err.message);
-        process.stderr.write(`hetznix apply: ${err instanceof Error ? err.message : String(err)}\n`);
+        writeErr(`hetznix apply: ${err instanceof Error ? err.message : String(err)}\n`);
         process.exitCode = 1;
       }
     });

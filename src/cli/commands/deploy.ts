@@ -3,7 +3,15 @@ import type { Command } from "commander";
 import { DeployError, deployFleet, type DeployResult } from "../../deploy/rollout/index.js";
 import { DurationSyntaxError, parseDuration } from "../../util/time.js";
 import { createProgressRenderer, chooseMode } from "../../ui/progress.js";
-import { collect, describeError, makeClient, withClientFlags, type ClientFlags } from "../shared.js";
+import {
+  collect,
+  describeError,
+  makeClient,
+  withClientFlags,
+  writeErr,
+  writeOut,
+  type ClientFlags,
+} from "../shared.js";
 import { DEPLOY_TITLES } from "../../ui/titles.js";
 
 interface DeployFlags extends ClientFlags {
@@ -26,7 +34,7 @@ interface DeployFlags extends ClientFlags {
 }
 
 function usage(message: string): void {
-  process.stderr.write(`hetznix deploy: ${message}\n`);
+  writeErr(`hetznix deploy: ${message}\n`);
   process.exitCode = 2;
 }
 
@@ -88,7 +96,7 @@ async function run(flags: DeployFlags): Promise<void> {
   const onSignal = () => {
     signals++;
     if (signals === 1) {
-      process.stderr.write(
+      writeErr(
         "\nhetznix deploy: stopping: no further server is started; servers waiting for a confirmation roll back\n",
       );
       abort.abort(new Error("interrupted"));
@@ -127,17 +135,17 @@ async function run(flags: DeployFlags): Promise<void> {
       ...(progress ? { onEvent: (e) => progress.onEvent(e) } : {}),
     });
     progress?.finish();
-    if (flags.output === "json") process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-    else process.stdout.write(summary(result));
+    if (flags.output === "json") writeOut(`${JSON.stringify(result, null, 2)}\n`);
+    else writeOut(summary(result));
     process.exitCode = result.exitCode;
   } catch (err) {
     progress?.finish();
     if (err instanceof DeployError && err.code === "usage") return usage(err.message);
     if (flags.output === "json")
-      process.stdout.write(
+      writeOut(
         `${JSON.stringify({ error: { code: err instanceof DeployError ? err.code : "error", message: describeError(err) } }, null, 2)}\n`,
       );
-    else process.stderr.write(`hetznix deploy: ${describeError(err)}\n`);
+    else writeErr(`hetznix deploy: ${describeError(err)}\n`);
     process.exitCode = 1;
   } finally {
     process.off("SIGINT", onSignal);
@@ -208,7 +216,7 @@ Examples:
         await run(flags);
       } catch (err) {
         if (err instanceof DeployError && err.code === "usage") return usage(err.message);
-        process.stderr.write(`hetznix deploy: ${describeError(err)}\n`);
+        writeErr(`hetznix deploy: ${describeError(err)}\n`);
         process.exitCode = 1;
       }
     });
