@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { promisify } from "node:util";
 import { APPLY_EXIT, admit, stepsFor, switchOutcome, type HostFacts } from "../src/deploy/apply/plan.js";
-import { pathInfoEntries } from "../src/deploy/apply/worker.js";
+import { pathInfoEntries } from "../src/deploy/apply/fetch.js";
 import { KeyError, generateSigningKey, parsePublicKey, parseSecretKey } from "../src/deploy/keys.js";
 import {
   RecordError,

@@ -14,14 +14,16 @@
  * 10. record      what was applied, for the serial check of the next apply
  * On failure after 6: the previous system is activated again (and the profile restored if 9 changed it).
  */
-import { randomBytes } from "node:crypto";
-import { access, mkdir, readFile, rm, stat, symlink, writeFile, appendFile } from "node:fs/promises";
+import { access, readFile, rm, symlink, writeFile, appendFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { StepRunner, type RunEvent } from "../../run/events.js";
 import { pause } from "../../util/time.js";
 import { parsePublicKey, type PublicKey } from "../keys.js";
 import { runNixTool } from "../nix.js";
+import { FetchError, exists, fetchClosure, readChannel } from "./fetch.js";
+import { newNonce, makeApplyDir } from "./dirs.js";
+export { newNonce, makeApplyDir };
 import { RecordError, parseRecord, verifyRecord, type SignedRecord } from "../record.js";
 import {
   appendHistory,
@@ -108,41 +110,6 @@ class StepFailed extends Error {
   full(): string {
     return this.output ? `${this.message}; its output:\n${this.output.replace(/^/gm, "  | ")}` : this.message;
   }
-}
-
-const FETCH_OPTIONS = [
-  "--option",
-  "narinfo-cache-negative-ttl",
-  "0",
-  "--option",
-  "connect-timeout",
-  "15",
-  "--option",
-  "stalled-download-timeout",
-  "60",
-  "--option",
-  "require-sigs",
-  "true",
-];
-
-async function readChannel(channel: string): Promise<string> {
-  if (/^https?:\/\//.test(channel)) {
-    const res = await fetch(channel, {
-      signal: AbortSignal.timeout(30_000),
-      headers: { "Cache-Control": "no-cache" },
-    });
-    if (!res.ok) throw new Error(`${channel} answered ${res.status} ${res.statusText}`);
-    const length = Number(res.headers.get("content-length") ?? "0");
-    if (length > 1024 * 1024)
-      throw new Error(`${channel} is too large for a release record (${length} bytes)`);
-    const text = await res.text();
-    if (text.length > 1024 * 1024) throw new Error(`${channel} is too large for a release record`);
-    return text;
-  }
-  const path = channel.startsWith("file://") ? new URL(channel).pathname : channel;
-  const st = await stat(path);
-  if (st.size > 1024 * 1024) throw new Error(`${path} is too large for a release record`);
-  return readFile(path, "utf8");
 }
 
 /** Runs the apply of `dir` (request.json there); writes events.jsonl and result.json. Never throws. */
@@ -299,65 +266,19 @@ export async function runWorker(dir: string): Promise<ApplyResult> {
     result.fetched = await steps.run(
       "fetch",
       async () => {
-        let total = 0;
-        let paths = 0;
+        let fetched: { paths: number; bytes: number };
         try {
-          const info = await runNixTool("nix", [
-            "path-info",
-            "--json",
-            "--recursive",
-            "--store",
-            substituter,
-            ...FETCH_OPTIONS,
-            record.storePath,
-          ]);
-          for (const entry of pathInfoEntries(info.stdout)) {
-            if (await exists(entry.path)) continue;
-            paths++;
-            total += entry.downloadSize ?? entry.narSize ?? 0;
-          }
-        } catch (err) {
-          throw new StepFailed(
-            "failed",
-            "fetch",
-            `${substituter} does not serve ${record.storePath}: ${firstLines((err as Error).message)}`,
-          );
-        }
-        let copied = 0;
-        try {
-          await runNixTool(
-            "nix",
-            [
-              "copy",
-              "--from",
-              substituter,
-              "--option",
-              "trusted-public-keys",
-              trusted.map((k) => k.text).join(" "),
-              ...FETCH_OPTIONS,
-              record.storePath,
-            ],
-            {
-              onStderrLine: (line) => {
-                if (/^copying path /.test(line)) steps.data("fetch", ++copied, 0, paths);
-              },
-            },
+          fetched = await fetchClosure(substituter, record.storePath, trusted, (copied, paths) =>
+            steps.data("fetch", copied, 0, paths),
           );
         } catch (err) {
-          const msg = (err as Error).message;
-          const unsigned = /lacks a valid signature|no signature|is not signed/.test(msg);
-          throw new StepFailed(
-            unsigned ? "refused" : "failed",
-            "fetch",
-            unsigned
-              ? `the closure of ${record.storePath} is not signed by a trusted key (Nix refused it): ${firstLines(msg)}`
-              : `fetching ${record.storePath} from ${substituter} failed: ${firstLines(msg)}`,
-          );
+          if (!(err instanceof FetchError)) throw err;
+          throw new StepFailed(err.kind === "unsigned" ? "refused" : "failed", "fetch", err.message);
         }
         gcroot = join(p.gcroots, `hetznix-apply-${request.nonce}`);
         await rm(gcroot, { force: true });
         await symlink(record.storePath, gcroot);
-        return { paths, bytes: total };
+        return fetched;
       },
       (f) => (f.paths === 0 ? "already here" : `${f.paths} path(s), ${f.bytes} bytes`),
     );
@@ -525,51 +446,4 @@ export async function runWorker(dir: string): Promise<ApplyResult> {
 function asFailure(err: unknown, step: string): StepFailed {
   if (err instanceof StepFailed) return err;
   return new StepFailed("failed", step, err instanceof Error ? err.message : String(err));
-}
-
-interface PathInfo {
-  path: string;
-  downloadSize?: number;
-  narSize?: number;
-}
-
-/**
- * The entries of `nix path-info --json`: a list of objects with `path` (Nix up to 2.18, Debian's 2.8), or an object
- * keyed by path (Nix 2.19 and later, where a missing path maps to null).
- */
-export function pathInfoEntries(json: string): PathInfo[] {
-  const data = JSON.parse(json) as unknown;
-  if (Array.isArray(data)) return data as PathInfo[];
-  if (data && typeof data === "object")
-    return Object.entries(data as Record<string, Omit<PathInfo, "path"> | null>)
-      .filter((e): e is [string, Omit<PathInfo, "path">] => e[1] !== null)
-      .map(([path, info]) => ({ ...info, path }));
-  throw new Error("nix path-info printed no list");
-}
-
-function firstLines(text: string, n = 6): string {
-  return text.split("\n").slice(0, n).join("\n");
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** A new nonce for an apply: 128 random bits, hex. */
-export function newNonce(): string {
-  return randomBytes(16).toString("hex");
-}
-
-/** Makes the directory of one apply (exclusive: a nonce is used once). */
-export async function makeApplyDir(runDir: string, nonce: string): Promise<string> {
-  if (!/^[0-9a-f]{16,64}$/.test(nonce)) throw new Error("the nonce must be 16 to 64 lowercase hex digits");
-  await mkdir(runDir, { recursive: true, mode: 0o700 });
-  const dir = join(runDir, nonce);
-  await mkdir(dir, { mode: 0o700 });
-  return dir;
 }
