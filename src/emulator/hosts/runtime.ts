@@ -192,14 +192,15 @@ export async function startHost(
   let dropAfterBytes: number | undefined;
   let hostKeyLine = "";
   /** Volumes attached now: their /dev name and the handle that keeps the (lazily detached) loop device. */
-  const volumes = new Map<number, { dev: string; loop: LoopDevice; held: FileHandle }>();
+  const volumes = new Map<number, { dev: string; loop: LoopDevice; held: FileHandle; mountedAt?: string }>();
   /** Every volume loop device of this boot, released at stop (one detached live may linger while mounted). */
   const volumeLoops: { name: string; path: string }[] = [];
   let volumeQueue: Promise<void> = Promise.resolve();
 
   const inHost = (script: string): Promise<unknown> => {
     if (initPid === undefined) throw new Error("the host has no init");
-    return run("nsenter", ["--target", String(initPid), "--mount", "--", "/bin/sh", "-c", script], {
+    // The pid namespace too: the host's /proc only shows its own processes (mknod -m needs /proc/self).
+    return run("nsenter", ["--target", String(initPid), "--mount", "--pid", "--", "/bin/sh", "-c", script], {
       timeout: 20_000,
     });
   };
@@ -218,13 +219,16 @@ export async function startHost(
       await detachLoopIfOurs(loop.name, v.path);
       await inHost(
         `mknod -m 660 /dev/${dev} b ${loop.major} ${loop.minor} && mkdir -p /dev/disk/by-id && ` +
-          `ln -sfn ../../${dev} /dev/disk/by-id/scsi-0HC_Volume_${v.id}`,
+          `ln -sfn ../../${dev} /dev/disk/by-id/scsi-0HC_Volume_${v.id}` +
+          (v.mount
+            ? ` && mkdir -p ${v.mount.at} && mount -t ${v.mount.fsType} /dev/${dev} ${v.mount.at}`
+            : ""),
       );
     } catch (err) {
       await held.close();
       throw err;
     }
-    volumes.set(v.id, { dev, loop, held });
+    volumes.set(v.id, { dev, loop, held, ...(v.mount ? { mountedAt: v.mount.at } : {}) });
     remember(`volume ${v.id} attached as /dev/${dev}`);
   };
 
@@ -232,7 +236,10 @@ export async function startHost(
     const v = volumes.get(id);
     if (!v) return;
     volumes.delete(id);
-    await inHost(`rm -f /dev/${v.dev} /dev/disk/by-id/scsi-0HC_Volume_${id}`).catch(() => undefined);
+    const unmount = v.mountedAt ? `umount -l ${v.mountedAt}; rmdir ${v.mountedAt}; ` : "";
+    await inHost(`${unmount}rm -f /dev/${v.dev} /dev/disk/by-id/scsi-0HC_Volume_${id}`).catch(
+      () => undefined,
+    );
     await v.held.close();
     remember(`volume ${id} detached (/dev/${v.dev})`);
   };

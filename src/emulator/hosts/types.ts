@@ -60,6 +60,8 @@ export interface VolumeSpec {
   id: number;
   /** The volume's sparse file. */
   path: string;
+  /** Automount: mount its file system (ext4 or xfs) at /mnt/HC_Volume_ID inside the host. */
+  mount?: { fsType: string; at: string };
 }
 
 export interface Host {

@@ -216,13 +216,10 @@ const PRIMARY_IP_ROUTES: Route[] = [
       autoDelete: autoDelete ?? false,
       labels: labels ?? {},
     });
-    return ok(
-      {
-        primary_ip: renderPrimaryIp(res.primaryIp),
-        action: res.action ? renderAction(ctx.state, res.action) : null,
-      },
-      201,
-    );
+    // The document's `action` is optional, not nullable: absent when nothing was assigned.
+    const body: Record<string, unknown> = { primary_ip: renderPrimaryIp(res.primaryIp) };
+    if (res.action) body.action = renderAction(ctx.state, res.action);
+    return ok(body, 201);
   }),
   ...collectionActions("primary_ip"),
   r("GET", "/primary_ips/{id}", (ctx) =>

@@ -71,11 +71,7 @@ export class EmulatorState {
       faults: options.faults,
       metadataUrl: (id) => this.metadataUrl?.(id),
       systemImageOf: (s) => this.images.systemImageOf(s.imageId),
-      volumesOf: (serverId) =>
-        this.volumes
-          .ofServer(serverId)
-          .filter((v) => v.status === "available")
-          .map((v) => ({ id: v.id, path: this.volumes.path(v) })),
+      volumesOf: (serverId) => this.volumes.specsOf(serverId),
       log: options.log ?? (() => undefined),
     });
     this.primaryIps = new PrimaryIps(store, this.scheduler, options.ipPrefix);

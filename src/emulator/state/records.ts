@@ -172,6 +172,8 @@ export interface VolumeRecord {
   protection: { delete: boolean };
   server: number | null;
   format: string | null;
+  /** Mount it inside the server at /mnt/HC_Volume_ID when attached (with a format); absent in older state. */
+  automount?: boolean;
   status: "creating" | "available";
   /** Disk file, relative to the state directory. */
   disk: string;

@@ -15,15 +15,7 @@ import {
   type ServerTypeInfo,
 } from "./catalog.js";
 import { labelProblems, randomPassword } from "./common.js";
-import {
-  ApiError,
-  invalidField,
-  invalidInput,
-  rejected,
-  uniqueness,
-  unsupported,
-  type FieldProblem,
-} from "./errors.js";
+import { ApiError, invalidField, invalidInput, rejected, uniqueness, type FieldProblem } from "./errors.js";
 import type { Firewalls } from "./firewalls.js";
 import type { Images } from "./images.js";
 import type { Networks } from "./networks.js";
@@ -208,7 +200,6 @@ export class Servers {
     problems.push(...this.deps.firewalls.checkForCreate(input.firewalls));
     if (problems.length > 0) throw invalidInput(problems);
     if (!type) throw invalidField("server_type", "server type not found");
-    if (input.automount === true) throw unsupported("automount (mounting volumes inside the server)");
     const image = this.resolveImageFor(input.image, type);
     const keys = this.deps.sshKeys.resolve(input.sshKeys, "ssh_keys");
     if ([...this.store.servers.values()].some((s) => s.name === input.name))
@@ -282,7 +273,7 @@ export class Servers {
     });
     for (const n of input.networks) this.deps.networks.attach(s, n, {});
     this.deps.firewalls.applyAtCreate(s, input.firewalls);
-    this.deps.volumes.attachAtCreate(s, input.volumes);
+    this.deps.volumes.attachAtCreate(s, input.volumes, input.automount === true);
     const extra =
       image.type === "system"
         ? 0

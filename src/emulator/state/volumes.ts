@@ -6,10 +6,10 @@
 import { join } from "node:path";
 import { matchesSelector, type LabelSelector } from "../../hcloud/labels.js";
 import type { Labels } from "../../hcloud/schema.js";
-import type { DiskStore } from "../hosts/types.js";
+import type { DiskStore, VolumeSpec } from "../hosts/types.js";
 import { findLocation } from "./catalog.js";
 import { checkLabels } from "./common.js";
-import { ApiError, rejected, uniqueness, unsupported } from "./errors.js";
+import { ApiError, rejected, uniqueness } from "./errors.js";
 import type { Power } from "./power.js";
 import type { ActionRecord, ServerRecord, VolumeRecord } from "./records.js";
 import type { Scheduler } from "./scheduler.js";
@@ -84,6 +84,17 @@ export class Volumes {
     return required(this.store.volumes, id, "volume");
   }
 
+  /** What a host needs of a server's volumes: the file, and where to mount it (automount with a format). */
+  specsOf(serverId: number): VolumeSpec[] {
+    return this.ofServer(serverId)
+      .filter((v) => v.status === "available")
+      .map((v) => ({
+        id: v.id,
+        path: this.path(v),
+        ...(v.automount && v.format ? { mount: { fsType: v.format, at: `/mnt/HC_Volume_${v.id}` } } : {}),
+      }));
+  }
+
   /** Volumes attached to a server, in the order they became its disks. */
   ofServer(serverId: number): VolumeRecord[] {
     return [...this.store.volumes.values()].filter((v) => v.server === serverId);
@@ -111,7 +122,8 @@ export class Volumes {
       throw rejected("size", `size must be between ${VOLUME_MIN_GB} and ${VOLUME_MAX_GB} GB`);
     if (input.format !== undefined && input.format !== "ext4" && input.format !== "xfs")
       throw rejected("format", "format must be ext4 or xfs");
-    if (input.automount === true) throw unsupported("automount (mounting a volume inside the server)");
+    if (input.automount === true && input.server === undefined)
+      throw rejected("automount", "automount needs a server to attach the volume to");
     const server = input.server === undefined ? undefined : this.store.servers.get(input.server);
     if (input.server !== undefined && !server)
       throw rejected("server", `server with ID '${input.server}' not found`);
@@ -131,6 +143,7 @@ export class Volumes {
       protection: { delete: false },
       server: null,
       format: input.format ?? null,
+      automount: input.automount === true,
       status: "creating",
       disk: join("disks", `volume-${id}.img`),
     };
@@ -192,7 +205,6 @@ export class Volumes {
 
   attach(id: number, serverId: number, automount: boolean | undefined): ActionRecord {
     const v = this.get(id);
-    if (automount === true) throw unsupported("automount (mounting a volume inside the server)");
     const s = this.store.servers.get(serverId);
     if (!s) throw rejected("server", `server with ID '${serverId}' not found`);
     this.assertUnlocked(v);
@@ -203,6 +215,7 @@ export class Volumes {
       throw rejected("server", `volume ${id} is in ${v.location}, server ${s.id} in ${s.location}`);
     this.checkAttachable(s);
     v.server = s.id;
+    v.automount = automount === true;
     const a = this.scheduler.newAction(
       "attach_volume",
       [
@@ -278,10 +291,12 @@ export class Volumes {
       throw rejected("volumes", `at most ${MAX_PER_SERVER} volumes per server`);
   }
 
-  attachAtCreate(s: ServerRecord, ids: number[]): void {
+  attachAtCreate(s: ServerRecord, ids: number[], automount: boolean): void {
     for (const id of ids) {
       const v = this.store.volumes.get(id);
-      if (v) v.server = s.id;
+      if (!v) continue;
+      v.server = s.id;
+      v.automount = automount;
     }
   }
 
