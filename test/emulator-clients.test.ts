@@ -11,13 +11,16 @@
  * uses it by name from there on. Its `server list` shows an empty DATACENTER column (the field is gone).
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { buildSampleImage } from "../scripts/sample/image.js";
+import { sweep } from "../src/emulator/hosts/manager.js";
 import { connect, execOrThrow, generateKeyPair } from "../src/ssh/index.js";
 import { ContractChecker } from "./support/contract.js";
 import { startUploadEnv, uploadX86, type UploadTestEnv } from "./support/upload.js";
@@ -25,6 +28,7 @@ import { startUploadEnv, uploadX86, type UploadTestEnv } from "./support/upload.
 const HCLOUD = "/usr/bin/hcloud";
 const canRun = process.getuid?.() === 0 && existsSync(HCLOUD);
 const CURL_SCENARIO = fileURLToPath(new URL("./support/curl-scenario.sh", import.meta.url));
+const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 
 interface CurlStep {
   step: string;
@@ -322,8 +326,30 @@ describe(
       assert.match(fip.stderr, /not supported by the hetznix emulator/);
       assert.doesNotMatch(fip.stderr, /not found/);
 
-      // Everything deleted, nothing left.
+      // The rescue system sees the volume too; detaching it from the running host removes the disk at once.
+      await hcloud("server", "enable-rescue", "--ssh-key", "me", "web-1");
+      await hcloud("server", "reboot", "web-1");
+      const rescue = await ssh(primary.ip);
+      try {
+        const r = await execOrThrow(rescue, "hostname; test -b /dev/sda && test -b /dev/sdb && echo disks");
+        assert.equal(r.stdoutTail, "rescue\ndisks");
+      } finally {
+        await rescue.close();
+      }
+      await hcloud("server", "reboot", "web-1");
       await hcloud("volume", "detach", "data");
+      const detached = await ssh(primary.ip);
+      try {
+        const r = await execOrThrow(
+          detached,
+          `hostname; test -e /dev/sdb || echo no-sdb; findmnt /mnt/HC_Volume_${volume.id} >/dev/null || echo unmounted`,
+        );
+        assert.equal(r.stdoutTail, "web-1\nno-sdb\nunmounted");
+      } finally {
+        await detached.close();
+      }
+
+      // Everything deleted, nothing left.
       await hcloud("volume", "delete", "data");
       await hcloud("server", "delete", "web-1");
       await serversGone();
@@ -340,6 +366,104 @@ describe(
         assert.deepEqual(body[key], [], `${name}: nothing left`);
       }
       assert.deepEqual(checker.violations, [], checker.report(100));
+    });
+  },
+);
+
+describe(
+  "an emulator killed with SIGKILL while a volume is attached",
+  { skip: !canRun && "needs root" },
+  () => {
+    it("leaves no loop device: the lazily detached devices go with the host's namespace", async () => {
+      const dir = await mkdtemp(join(tmpdir(), "hetznix-volume-sigkill-"));
+      const hostsTmp = join(dir, "tmp");
+      const stateDir = join(dir, "state");
+      await mkdir(hostsTmp);
+      const token = randomBytes(12).toString("hex");
+      const child = spawn(
+        process.execPath,
+        [
+          "--import",
+          "tsx",
+          MAIN,
+          "emulator",
+          "--listen",
+          "127.0.0.1:0",
+          "--state-dir",
+          stateDir,
+          "--speed",
+          "200",
+        ].concat(["--ip-prefix", "127.77.44.", "--json"]),
+        {
+          stdio: ["ignore", "pipe", "pipe"],
+          env: { ...process.env, HETZNIX_EMULATOR_TOKEN: token, TMPDIR: hostsTmp },
+        },
+      );
+      let out = "";
+      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+      child.stderr.resume();
+      const exited = new Promise<void>((resolve) => child.on("close", () => resolve()));
+      try {
+        let endpoint = "";
+        for (let i = 0; i < 300 && !endpoint; i++) {
+          const line = out.split("\n")[0];
+          if (line) endpoint = (JSON.parse(line) as { endpoint: string }).endpoint;
+          else await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.ok(endpoint, "the emulator printed its endpoint");
+        const env = {
+          PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
+          HOME: dir,
+          HCLOUD_ENDPOINT: endpoint,
+          HCLOUD_TOKEN: token,
+        };
+        const cli = async (...args: string[]) => {
+          const r = await runFile(HCLOUD, ["--poll-interval", "50ms", ...args], env);
+          assert.equal(r.code, 0, `hcloud ${args.join(" ")}: ${r.stderr}`);
+        };
+        await cli(
+          "server",
+          "create",
+          "--name",
+          "k",
+          "--type",
+          "cx23",
+          "--image",
+          "ubuntu-24.04",
+          "--location",
+          "fsn1",
+        );
+        await cli("volume", "create", "--name", "v", "--size", "10", "--server", "k");
+        const loops = async () =>
+          (
+            await runFile("/usr/sbin/losetup", ["--list", "--noheadings", "--output", "BACK-FILE"], env)
+          ).stdout
+            .split("\n")
+            .filter((l) => l.includes(stateDir));
+        assert.ok(
+          (await loops()).some((l) => /volume-\d+\.img/.test(l)),
+          "the volume is a loop device while the host runs",
+        );
+        child.kill("SIGKILL");
+        await exited;
+        let left = await loops();
+        for (let i = 0; i < 100 && left.length > 0; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          left = await loops();
+        }
+        assert.deepEqual(left, [], "no loop device serves the disk or the volume");
+        assert.equal(
+          (await readdir(hostsTmp)).filter((d) => d.startsWith("hetznix-host-")).length,
+          1,
+          "the host directory is left for the next emulator's sweep",
+        );
+      } finally {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+        await exited;
+        // What the next emulator does first: sweep the crashed one's host directories.
+        await sweep({ workDir: hostsTmp });
+        await rm(dir, { recursive: true, force: true });
+      }
     });
   },
 );
