@@ -11,11 +11,9 @@
  * uses it by name from there on. Its `server list` shows an empty DATACENTER column (the field is gone).
  */
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -23,12 +21,12 @@ import { buildSampleImage } from "../scripts/sample/image.js";
 import { sweep } from "../src/emulator/hosts/manager.js";
 import { connect, execOrThrow, generateKeyPair } from "../src/ssh/index.js";
 import { ContractChecker } from "./support/contract.js";
+import { spawnEmulator } from "./support/emulator-process.js";
 import { startUploadEnv, uploadX86, type UploadTestEnv } from "./support/upload.js";
 
 const HCLOUD = "/usr/bin/hcloud";
 const canRun = process.getuid?.() === 0 && existsSync(HCLOUD);
 const CURL_SCENARIO = fileURLToPath(new URL("./support/curl-scenario.sh", import.meta.url));
-const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 
 interface CurlStep {
   step: string;
@@ -375,42 +373,10 @@ describe(
   { skip: !canRun && "needs root" },
   () => {
     it("leaves no loop device: the lazily detached devices go with the host's namespace", async () => {
-      const dir = await mkdtemp(join(tmpdir(), "hetznix-volume-sigkill-"));
-      const hostsTmp = join(dir, "tmp");
-      const stateDir = join(dir, "state");
-      await mkdir(hostsTmp);
-      const token = randomBytes(12).toString("hex");
-      const child = spawn(
-        process.execPath,
-        [
-          "--import",
-          "tsx",
-          MAIN,
-          "emulator",
-          "--listen",
-          "127.0.0.1:0",
-          "--state-dir",
-          stateDir,
-          "--speed",
-          "200",
-        ].concat(["--ip-prefix", "127.77.44.", "--json"]),
-        {
-          stdio: ["ignore", "pipe", "pipe"],
-          env: { ...process.env, HETZNIX_EMULATOR_TOKEN: token, TMPDIR: hostsTmp },
-        },
-      );
-      let out = "";
-      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-      child.stderr.resume();
-      const exited = new Promise<void>((resolve) => child.on("close", () => resolve()));
+      const emu = await spawnEmulator("hetznix-volume-sigkill-", "127.77.44.");
+      const { child, dir, stateDir, hostsTmp, token, exited } = emu;
       try {
-        let endpoint = "";
-        for (let i = 0; i < 300 && !endpoint; i++) {
-          const line = out.split("\n")[0];
-          if (line) endpoint = (JSON.parse(line) as { endpoint: string }).endpoint;
-          else await new Promise((r) => setTimeout(r, 100));
-        }
-        assert.ok(endpoint, "the emulator printed its endpoint");
+        const endpoint = await emu.endpoint;
         const env = {
           PATH: "/usr/sbin:/usr/bin:/sbin:/bin",
           HOME: dir,
