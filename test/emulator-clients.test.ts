@@ -321,7 +321,7 @@ describe(
       // The CLI prints the emulator's message for what is not modelled: never "not found".
       const fip = await runFile(HCLOUD, ["floating-ip", "describe", "7"], clientEnv);
       assert.notEqual(fip.code, 0);
-      assert.match(fip.stderr, /not supported by the hetznix emulator/);
+      assert.match(fip.stderr, /the hetznix emulator does not support floating IPs/);
       assert.doesNotMatch(fip.stderr, /not found/);
 
       // The rescue system sees the volume too; detaching it from the running host removes the disk at once.

@@ -79,7 +79,7 @@ describe("emulator resources and issue #14 defects", () => {
         422,
         "unsupported_error",
       );
-      assert.match(message, /not supported by the hetznix emulator/);
+      assert.match(message, /^the hetznix emulator does not support .+; the request was not carried out/);
       assert.doesNotMatch(message, /not found/);
     }
     errorOf(await api("GET", "/no_such_collection"), 404, "not_found");
@@ -266,6 +266,13 @@ describe("emulator resources and issue #14 defects", () => {
       rules.body.actions.length,
     );
     errorOf(await api("DELETE", `/firewalls/${id}`), 422, "resource_in_use");
+    errorOf(
+      await api("POST", `/firewalls/${id}/actions/remove_from_resources`, {
+        remove_from: [{ type: "server", server: { id: s.id } }],
+      }),
+      422,
+      "firewall_managed_by_label_selector",
+    );
     await done(
       await api("POST", `/firewalls/${id}/actions/remove_from_resources`, {
         remove_from: [{ type: "label_selector", label_selector: { selector: "role=web" } }],
@@ -369,6 +376,15 @@ describe("emulator resources and issue #14 defects", () => {
         subnet: "10.0.1.0/24",
         gateway: "10.0.0.1",
       },
+    ]);
+    await done(
+      await api("POST", `/servers/${b.id}/actions/change_alias_ips`, {
+        network: nid,
+        alias_ips: ["10.0.1.9"],
+      }),
+    );
+    assert.deepEqual((await api("GET", `/servers/${b.id}`)).body.server.private_net[0].alias_ips, [
+      "10.0.1.9",
     ]);
     errorOf(
       await api("POST", `/networks/${nid}/actions/delete_subnet`, { ip_range: "10.0.1.0/24" }),

@@ -401,7 +401,7 @@ export const ROUTES: Route[] = [
 
 /**
  * Parts of the Hetzner Cloud API the emulator does not model (yet). Requests to them answer 422 unsupported_error
- * ("not supported by the hetznix emulator"), never 404 not_found: no client may read them as "this resource does
+ * ("the hetznix emulator does not support …"), never 404 not_found: no client may read them as "this resource does
  * not exist" (Terraform's provider drops a resource from its state on not_found).
  */
 const UNMODELLED: { pattern: RegExp; what: string }[] = [

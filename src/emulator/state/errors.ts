@@ -97,7 +97,7 @@ export function rejected(field: string, message: string): ApiError {
 export function unsupported(what: string): ApiError {
   return new ApiError(
     "unsupported_error",
-    `${what} is not supported by the hetznix emulator (the request was not carried out; see its README)`,
+    `the hetznix emulator does not support ${what}; the request was not carried out (see its README)`,
   );
 }
 

@@ -116,6 +116,12 @@ export class Firewalls {
           f ? "firewall_already_applied" : "server_already_added",
           `firewall is already applied to ${describe(t)}`,
         );
+      const server = t.type === "server" ? this.store.servers.get(t.server) : undefined;
+      if (!adding && !present && server && f && this.ofServer(server).includes(f))
+        throw new ApiError(
+          "firewall_managed_by_label_selector",
+          `firewall ${f.id} applies to server ${server.id} through a label selector; remove the selector instead`,
+        );
       if (!adding && !present)
         throw new ApiError("firewall_resource_not_found", `firewall is not applied to ${describe(t)}`);
     }
