@@ -119,12 +119,9 @@ export function renderServer(state: EmulatorState, s: ServerRecord): Server {
   const image = s.imageId === null ? undefined : state.images.find(s.imageId);
   if (!type || !location) throw new Error(`catalogue lost ${s.serverType}/${s.location}`);
   const zone = location.network_zone;
-  const v4 = s.primaryIpv4 === null ? undefined : state.primaryIps.list().find((p) => p.id === s.primaryIpv4);
-  const v6 = s.primaryIpv6 === null ? undefined : state.primaryIps.list().find((p) => p.id === s.primaryIpv6);
-  const group =
-    s.placementGroup === null
-      ? undefined
-      : state.placementGroups.list().find((g) => g.id === s.placementGroup);
+  const v4 = state.primaryIps.find(s.primaryIpv4);
+  const v6 = state.primaryIps.find(s.primaryIpv6);
+  const group = state.placementGroups.find(s.placementGroup);
   const includedTraffic = prices(type).find((p) => p.location === s.location)?.included_traffic ?? null;
   return {
     id: s.id,

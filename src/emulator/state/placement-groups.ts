@@ -35,6 +35,10 @@ export class PlacementGroups {
     return required(this.store.placementGroups, id, "placement group");
   }
 
+  find(id: number | null): PlacementGroupRecord | undefined {
+    return id === null ? undefined : this.store.placementGroups.get(id);
+  }
+
   members(id: number): ServerRecord[] {
     return [...this.store.servers.values()].filter((s) => s.placementGroup === id);
   }

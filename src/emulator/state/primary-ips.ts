@@ -59,6 +59,10 @@ export class PrimaryIps {
     return required(this.store.primaryIps, id, "primary IP");
   }
 
+  find(id: number | null): PrimaryIpRecord | undefined {
+    return id === null ? undefined : this.store.primaryIps.get(id);
+  }
+
   private freeIpv4(): string {
     const used = new Set([...this.store.primaryIps.values()].map((p) => p.ip));
     for (const s of this.store.servers.values()) if (s.ipv4) used.add(s.ipv4);
