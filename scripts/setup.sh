@@ -15,6 +15,8 @@ packages=(
   busybox-static                  # the static shell the sample test systems are built from (scripts/sample/)
   fdisk dosfstools                # sfdisk (GPT) and mkfs.vfat/fsck.vfat (ESP) for the sample NixOS disk image
   python3 python3-hcloud          # Hetzner's official Python client, run unmodified against the emulator
+  hcloud-cli                      # Hetzner's official CLI (Debian's 1.30), run unmodified against the emulator
+  xfsprogs                        # mkfs.xfs for emulated volumes created with format=xfs
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,10 +1,13 @@
 /**
  * Third-party client test: Hetzner's official Python client (Debian's python3-hcloud 1.18, run with /usr/bin/python3,
  * unmodified) drives the emulator through test/support/python-hcloud-scenario.py: SSH key, server, rescue, power on,
- * shutdown, snapshot with labels found by label selector, cleanup. All traffic is also checked against the OpenAPI
+ * shutdown, snapshot with labels found by label selector, cleanup; and (python-hcloud-network-scenario.py) firewalls,
+ * networks, placement groups, volumes and a server replaced by another keeping its primary IP. All traffic is also checked against the OpenAPI
  * document (test/support/contract.ts).
  *
  * Notes on this older client against the current API:
+ * - primary_ips.create() always sends `datacenter`, which the current API no longer takes: it cannot create a
+ *   primary IP on its own (the scenario keeps the one a server was created with, via auto_delete=False).
  * - It still models `server.datacenter`; the current API no longer sends it (removed 2026-07-01), so the client
  *   reports None there, which the scenario checks. It does not crash on the missing field, but it has no
  *   `server.location` either (it only knew the location through the datacenter), so with the current API this
@@ -24,6 +27,7 @@ import { randomPublicKey, startTestEmulator, type TestEmulator } from "./support
 const PYTHON = "/usr/bin/python3";
 const realRescue = process.getuid?.() === 0 && existsSync("/usr/sbin/sshd");
 const SCRIPT = fileURLToPath(new URL("./support/python-hcloud-scenario.py", import.meta.url));
+const NETWORK_SCRIPT = fileURLToPath(new URL("./support/python-hcloud-network-scenario.py", import.meta.url));
 
 function hasPythonHcloud(): boolean {
   return existsSync(PYTHON) && existsSync("/usr/lib/python3/dist-packages/hcloud/__init__.py");
@@ -37,9 +41,10 @@ interface Step {
 function runScenario(
   env: Record<string, string>,
   timeoutMs: number,
+  script = SCRIPT,
 ): Promise<{ code: number | null; steps: Step[]; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(PYTHON, [SCRIPT], {
+    const child = spawn(PYTHON, [script], {
       env: { PATH: "/usr/bin:/bin", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -129,6 +134,60 @@ describe(
       assert.deepEqual(byStep.get("cleanup"), { step: "cleanup", servers: 0, ssh_keys: 0, images: 0 });
       assert.equal(t.emulator.state.host(Number(server?.id)), undefined, "no rescue host left running");
       assert.deepEqual(checker.violations, [], checker.report());
+    });
+
+    it("firewall, network, placement group, volume, and a replaced server keeping its primary IP", async () => {
+      const run = await runScenario(
+        { HCLOUD_ENDPOINT: t.emulator.endpoint, HCLOUD_TOKEN: t.token },
+        120_000,
+        NETWORK_SCRIPT,
+      );
+      const byStep = new Map(run.steps.map((s) => [s.step, s]));
+      assert.equal(
+        run.code,
+        0,
+        `scenario failed: ${JSON.stringify(byStep.get("error"))}\n${run.stderr.slice(-2000)}`,
+      );
+      const created = byStep.get("created");
+      const a = byStep.get("server_a");
+      assert.deepEqual(a?.firewalls, [created?.firewall], "the label selector applies the firewall");
+      assert.deepEqual(a?.private_ips, ["10.1.1.1"]);
+      assert.equal(a?.placement_group, created?.placement_group);
+      assert.deepEqual(a?.group_servers, [a?.id], "the placement group lists its server");
+      const volume = byStep.get("volume");
+      assert.equal(volume?.size, 20, "resized");
+      assert.equal(volume?.server, null, "detached");
+      assert.equal(volume?.format, "xfs");
+      assert.match(String(volume?.linux_device), /^\/dev\/disk\/by-id\/scsi-0HC_Volume_\d+$/);
+      assert.deepEqual(byStep.get("ip_kept"), {
+        step: "ip_kept",
+        ip: a?.ip,
+        assignee_id: null,
+        auto_delete: false,
+      });
+      const b = byStep.get("server_b");
+      assert.equal(b?.ip, a?.ip, "the new server has the old server's address");
+      assert.equal(b?.ipv6, null);
+      assert.equal(b?.dns_ptr, "py-b.example.com");
+      assert.equal(b?.backup_window, "22-02");
+      assert.equal(b?.image, "debian-12", "rebuilt");
+      assert.deepEqual(b?.firewalls, [created?.firewall]);
+      const refused = byStep.get("refused") as Record<string, { code: string; message: string }> | undefined;
+      for (const name of ["floating_ips", "load_balancer"]) {
+        assert.equal(refused?.[name]?.code, "unsupported_error", name);
+        assert.doesNotMatch(refused?.[name]?.message ?? "", /not found/);
+      }
+      assert.equal(refused?.primary_ip_datacenter?.code, "invalid_input");
+      assert.deepEqual(byStep.get("cleanup"), {
+        step: "cleanup",
+        servers: 0,
+        primary_ips: 0,
+        volumes: 0,
+        networks: 0,
+        firewalls: 0,
+        placement_groups: 0,
+      });
+      assert.deepEqual(checker.violations, [], checker.report(100));
     });
   },
 );

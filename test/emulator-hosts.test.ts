@@ -6,23 +6,20 @@
  * and nothing is left behind by power cycles, deletes, or SIGTERM of an emulator whose state directory vanished.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { readFile, readdir, rm } from "node:fs/promises";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { buildSampleImage, type SampleImage } from "../scripts/sample/image.js";
 import { HCloudClient, type Server } from "../src/hcloud/index.js";
 import { connect, execOrThrow, exec, generateKeyPair, type SshKeyPair } from "../src/ssh/index.js";
 import { uploadImage } from "../src/upload/index.js";
 import { assertNoHostResidue } from "./support/disk.js";
+import { spawnEmulator } from "./support/emulator-process.js";
 import { startUploadEnv, uploadX86, waits, type UploadTestEnv } from "./support/upload.js";
 
 const canRun = process.getuid?.() === 0;
-const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
 
 /** Polls `check` every 50 ms until it returns a value, at most `ms`. */
 async function until<T>(what: string, check: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
@@ -275,43 +272,10 @@ describe(
   { skip: !canRun && "needs root" },
   () => {
     it("leaves nothing behind, also after its state directory was removed", async () => {
-      const dir = await mkdtemp(join(tmpdir(), "hetznix-hosts-sigterm-"));
-      const hostsTmp = join(dir, "tmp");
-      const stateDir = join(dir, "state");
-      await mkdir(hostsTmp);
-      const token = randomBytes(12).toString("hex");
-      const child = spawn(
-        process.execPath,
-        [
-          "--import",
-          "tsx",
-          MAIN,
-          "emulator",
-          "--listen",
-          "127.0.0.1:0",
-          "--state-dir",
-          stateDir,
-          "--speed",
-          "200",
-          "--ip-prefix",
-          "127.77.31.",
-          "--json",
-        ],
-        {
-          stdio: ["ignore", "pipe", "pipe"],
-          env: { ...process.env, HETZNIX_EMULATOR_TOKEN: token, TMPDIR: hostsTmp },
-        },
-      );
-      let out = "";
-      let err = "";
-      child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-      child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-      const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+      const emu = await spawnEmulator("hetznix-hosts-sigterm-", "127.77.31.");
+      const { child, dir, stateDir, hostsTmp, token, exited } = emu;
       try {
-        const endpoint = await until("the emulator's endpoint", async () => {
-          const line = out.split("\n")[0];
-          return line ? (JSON.parse(line) as { endpoint: string }).endpoint : undefined;
-        });
+        const endpoint = await emu.endpoint;
         const client = new HCloudClient({ token, endpoint, waitDefaults: { pollDelay: () => 40 } });
         const sample = await buildSampleImage({ out: join(dir, "nixos.img") });
         const up = await uploadImage({
@@ -340,7 +304,7 @@ describe(
           exited,
           new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 60_000)),
         ]);
-        assert.notEqual(code, "timeout", `the first SIGTERM stops it (stderr: ${err})`);
+        assert.notEqual(code, "timeout", `the first SIGTERM stops it (stderr: ${emu.stderr()})`);
         assert.deepEqual(
           (await readdir(hostsTmp)).filter((d) => d.startsWith("hetznix-")),
           [],

@@ -179,7 +179,16 @@ export interface Server {
   volumes?: number[];
   load_balancers?: number[];
   primary_disk_size: number;
-  placement_group?: null;
+  placement_group?: PlacementGroup | null;
+}
+
+export interface PlacementGroup {
+  id: number;
+  name: string;
+  type: "spread";
+  labels: Labels;
+  servers: number[];
+  created: string;
 }
 
 export interface SshKey {

@@ -28,7 +28,9 @@ const DOC_PATH = new URL("../contract/hcloud.json", import.meta.url);
  * 3. `server_types[].locations[]` carries `available` and `recommended` (booleans), and deprecation is per location.
  * 4. Not a 2026 change but the document being stricter than the API: create_server_request types `ssh_keys` items,
  *    `server_type`, `image` and `location` as strings ("ID or name"), while Hetzner's own clients send integer ids
- *    (python3-hcloud's `id_or_name`). Requests may use either.
+ *    (python3-hcloud's `id_or_name`, hcloud-cli's rebuild). Requests may use either; the same for rebuild's `image`.
+ * 5. Primary IPs lost `datacenter` on the same day as servers (the document marks it deprecated "removed after 1 July
+ *    2026"): dropped from the primary_ip schemas (answers) and from create_primary_ip_request.
  * (`/datacenters` answering 410 needs no patch: the document's 4xx answer is the error schema.)
  */
 function patchForCurrentApi(doc: Json): void {
@@ -42,6 +44,19 @@ function patchForCurrentApi(doc: Json): void {
   const idOrName = { anyOf: [{ type: "string" }, { type: "integer" }] };
   for (const f of ["server_type", "image", "location"]) createProps[f] = idOrName;
   (createProps.ssh_keys as Json).items = idOrName;
+  ((schemas.rebuild_server_from_image_request as Json).properties as Json).image = idOrName;
+  // Primary IPs are inlined in several responses: drop `datacenter` wherever a PrimaryIP object appears.
+  const dropDatacenter = (node: unknown): void => {
+    if (Array.isArray(node)) return node.forEach(dropDatacenter);
+    if (typeof node !== "object" || node === null) return;
+    const o = node as Json;
+    if (o.title === "PrimaryIP" || o.title === "PrimaryIPCreateRequest") {
+      delete (o.properties as Json).datacenter;
+      if (Array.isArray(o.required)) o.required = (o.required as string[]).filter((r) => r !== "datacenter");
+    }
+    Object.values(o).forEach(dropDatacenter);
+  };
+  dropDatacenter(doc);
   const item = schemas.server_type_location as Json;
   (item.properties as Json).available = { type: "boolean" };
   (item.properties as Json).recommended = { type: "boolean" };
@@ -199,7 +214,10 @@ export class ContractChecker {
       const en = itemSchema.enum as unknown[] | undefined;
       if (en && !en.includes(value)) this.add(where, `query ${name}=${value} is not one of ${en.join(", ")}`);
     }
+    const empty = typeof body === "object" && body !== null && Object.keys(body).length === 0;
     if (body !== undefined && body !== null) {
+      // hcloud-go sends `{}` to actions without parameters (detach, unassign, ...); the API accepts it.
+      if (!op.requestSchema && empty) return;
       if (!op.requestSchema) return this.add(where, "operation takes no request body");
       const v = this.validator("open", op.requestSchema);
       if (!v(body)) this.add(where, `request body: ${this.errors(v)}`);

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { pause } from "../../util/time.js";
-import { detachLoopIfOurs } from "./loop.js";
+import { detachLoopIfOurs, loopServes } from "./loop.js";
 import {
   HOST_DIR_PREFIX,
   MARKER_FILE,
@@ -160,6 +160,11 @@ export async function sweep(opts: { workDir?: string } = {}): Promise<SweepResul
         await detachLoopIfOurs(marker.loop, marker.diskPath).catch(() => undefined);
         await pause(100);
       }
+    }
+    for (const v of marker.volumeLoops ?? []) {
+      if (!(await loopServes(v.name, v.path))) continue;
+      result.detachedLoops.push(v.name);
+      await detachLoopIfOurs(v.name, v.path).catch(() => undefined);
     }
     await rm(dir, { recursive: true, force: true });
     result.removedDirs.push(dir);

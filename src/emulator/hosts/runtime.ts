@@ -8,7 +8,18 @@
  * - none: nothing bootable; nothing listens.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { mkdir, mkdtemp, readlink, readdir, rm, symlink, writeFile, readFile } from "node:fs/promises";
+import {
+  mkdir,
+  mkdtemp,
+  open,
+  readlink,
+  readdir,
+  rm,
+  symlink,
+  writeFile,
+  readFile,
+  type FileHandle,
+} from "node:fs/promises";
 import net from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -31,7 +42,7 @@ import { attachLoop, detachLoopIfOurs, loopServes, type LoopDevice } from "./loo
 import { hetznixPackage } from "./package.js";
 import { probeDisk, type PartitionInfo } from "./probe.js";
 import { startProxy, type Proxy } from "./proxy.js";
-import type { Host, HostKind, HostSpec } from "./types.js";
+import type { Host, HostKind, HostSpec, VolumeSpec } from "./types.js";
 
 const run = promisify(execFile);
 
@@ -51,6 +62,8 @@ export interface HostMarker {
   loop?: string;
   /** Every loop device of the host (the whole disk first, then partitions). */
   loops?: string[];
+  /** Loop devices of volumes (name and backing file). */
+  volumeLoops?: { name: string; path: string }[];
   initPid?: number;
 }
 
@@ -178,12 +191,77 @@ export async function startHost(
   let stopping: Promise<void> | undefined;
   let dropAfterBytes: number | undefined;
   let hostKeyLine = "";
+  /** Volumes attached now: their /dev name and the handle that keeps the (lazily detached) loop device. */
+  const volumes = new Map<number, { dev: string; loop: LoopDevice; held: FileHandle; mountedAt?: string }>();
+  /** Every volume loop device of this boot, released at stop (one detached live may linger while mounted). */
+  const volumeLoops: { name: string; path: string }[] = [];
+  let volumeQueue: Promise<void> = Promise.resolve();
+
+  const inHost = (script: string): Promise<unknown> => {
+    if (initPid === undefined) throw new Error("the host has no init");
+    // The pid namespace too: the host's /proc only shows its own processes (mknod -m needs /proc/self).
+    return run("nsenter", ["--target", String(initPid), "--mount", "--pid", "--", "/bin/sh", "-c", script], {
+      timeout: 20_000,
+    });
+  };
+
+  /** A volume appears as the next free /dev/sdX, held open by us so the lazily detached loop device stays. */
+  const attachVolume = async (v: VolumeSpec): Promise<void> => {
+    const taken = new Set([...volumes.values()].map((x) => x.dev));
+    const dev = [..."bcdefghijklmnopq"].map((c) => `sd${c}`).find((d) => !taken.has(d));
+    if (!dev) throw new Error(`server ${spec.serverId}: no free disk name for volume ${v.id}`);
+    const loop = await attachLoop(v.path);
+    volumeLoops.push({ name: loop.name, path: v.path });
+    marker.volumeLoops = [...volumeLoops];
+    await saveMarker();
+    const held = await open(loop.path, "r+");
+    try {
+      await detachLoopIfOurs(loop.name, v.path);
+      await inHost(
+        `mknod -m 660 /dev/${dev} b ${loop.major} ${loop.minor} && mkdir -p /dev/disk/by-id && ` +
+          `ln -sfn ../../${dev} /dev/disk/by-id/scsi-0HC_Volume_${v.id}` +
+          (v.mount
+            ? ` && mkdir -p ${v.mount.at} && mount -t ${v.mount.fsType} /dev/${dev} ${v.mount.at}`
+            : ""),
+      );
+    } catch (err) {
+      await held.close();
+      throw err;
+    }
+    volumes.set(v.id, { dev, loop, held, ...(v.mount ? { mountedAt: v.mount.at } : {}) });
+    remember(`volume ${v.id} attached as /dev/${dev}`);
+  };
+
+  const detachVolume = async (id: number): Promise<void> => {
+    const v = volumes.get(id);
+    if (!v) return;
+    volumes.delete(id);
+    const unmount = v.mountedAt ? `umount -l ${v.mountedAt}; rmdir ${v.mountedAt}; ` : "";
+    await inHost(`${unmount}rm -f /dev/${v.dev} /dev/disk/by-id/scsi-0HC_Volume_${id}`).catch(
+      () => undefined,
+    );
+    await v.held.close();
+    remember(`volume ${id} detached (/dev/${v.dev})`);
+  };
+
+  const syncVolumes = (wanted: VolumeSpec[]): Promise<void> => {
+    volumeQueue = volumeQueue.then(async () => {
+      if (stopping !== undefined) return;
+      for (const id of [...volumes.keys()]) if (!wanted.some((w) => w.id === id)) await detachVolume(id);
+      for (const w of wanted) if (!volumes.has(w.id)) await attachVolume(w);
+    });
+    return volumeQueue;
+  };
 
   const stop = (opts: { graceful?: boolean } = {}): Promise<void> => {
     stopping ??= (async () => {
       await proxy?.close();
+      await volumeQueue.catch(() => undefined);
       await killNamespace(child, childExited, initPid, pidNamespace, opts.graceful === true);
+      for (const v of volumes.values()) await v.held.close().catch(() => undefined);
+      volumes.clear();
       for (const l of loops) await releaseLoop(l.name, spec.diskPath);
+      for (const l of volumeLoops) await releaseLoop(l.name, l.path);
       await rm(dir, { recursive: true, force: true });
       onStopped();
     })();
@@ -361,6 +439,7 @@ export async function startHost(
     });
     if (initPid === undefined) throw new Error("namespace init did not report its pid");
     pidNamespace = await readlink(`/proc/${initPid}/ns/pid`);
+    await syncVolumes(spec.volumes ?? []);
 
     const p = proxy;
     const loopName = loop.name;
@@ -391,6 +470,7 @@ export async function startHost(
       },
       recentLog: () => [...log],
       stop,
+      syncVolumes,
     };
   } catch (err) {
     await stop().catch(() => undefined);

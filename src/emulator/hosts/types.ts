@@ -12,6 +12,10 @@ export interface DiskStore {
   /** Bytes actually allocated on the host filesystem (what a snapshot's image_size reflects). */
   allocatedBytes(path: string): Promise<number>;
   remove(path: string): Promise<void>;
+  /** Make a file system (ext4 or xfs) on the whole file, as a volume's `format` asks. */
+  format(path: string, fsType: string): Promise<void>;
+  /** Grow a sparse file to `sizeBytes` (never shrinks). */
+  grow(path: string, sizeBytes: number): Promise<void>;
 }
 
 /** What a server runs after a boot. */
@@ -42,12 +46,22 @@ export interface HostSpec {
    * snapshot was taken from): an empty disk then boots a plain host, as the emulator does not hold real OS files.
    */
   systemImage?: string;
+  /** Volumes attached at boot: the next disks (/dev/sdb, ...) in rescue and system hosts. */
+  volumes?: VolumeSpec[];
   /** The server's metadata service (http://127.0.0.1:PORT/metadata/ID/hetzner/v1/), for the agent at boot. */
   metadataUrl?: string;
   /** `poweroff`, `halt`, `shutdown` inside the host (after `sync`): the host keeps running until stopped. */
   onPowerOff: () => void;
   /** `reboot`, `shutdown -r` inside the host. */
   onReboot: () => void;
+}
+
+export interface VolumeSpec {
+  id: number;
+  /** The volume's sparse file. */
+  path: string;
+  /** Automount: mount its file system (ext4 or xfs) at /mnt/HC_Volume_ID inside the host. */
+  mount?: { fsType: string; at: string };
 }
 
 export interface Host {
@@ -69,6 +83,12 @@ export interface Host {
    * first; then every process is killed, the disk's file systems unmounted and the loop device detached. Idempotent.
    */
   stop(opts?: { graceful?: boolean }): Promise<void>;
+  /**
+   * Makes the host's disks match `volumes`: a volume not yet there appears as the next free /dev/sdX (and
+   * /dev/disk/by-id/scsi-0HC_Volume_ID), live; one no longer listed disappears (its device is released once nothing
+   * in the host uses it). Hosts without disks (none) ignore it.
+   */
+  syncVolumes?(volumes: VolumeSpec[]): Promise<void>;
 }
 
 export interface HostManager {

@@ -11,10 +11,10 @@ import type { Exchange } from "../index.js";
 import { FaultSyntaxError, renderFault, type Faults } from "../faults.js";
 import { renderMetadata, type MetadataInfo } from "../metadata.js";
 import { locationByName } from "../state/catalog.js";
-import { ApiError } from "../state/errors.js";
+import { ApiError, unsupported } from "../state/errors.js";
 import type { EmulatorState } from "../state/index.js";
 import type { RateLimiter } from "./ratelimit.js";
-import { match } from "./routes.js";
+import { allowedMethods, match, unmodelled } from "./routes.js";
 
 export interface AppOptions {
   state: EmulatorState;
@@ -86,7 +86,7 @@ export function metadataInfo(state: EmulatorState, serverId: number): MetadataIn
     userData: s.userData,
     availabilityZone: loc?.availabilityZone ?? s.location,
     region: loc?.network_zone ?? "",
-    privateNetworks: [],
+    privateNetworks: state.networks.metadataOf(s),
   };
 }
 
@@ -96,7 +96,15 @@ export function createRequestHandler(
   const { state, token, faults, limiter } = options;
 
   async function api(req: IncomingMessage, res: ServerResponse, path: string, url: URL): Promise<void> {
-    const method = (req.method ?? "GET").toUpperCase();
+    const asked = (req.method ?? "GET").toUpperCase();
+    // HEAD is GET without the body; OPTIONS says which methods a path allows (no token needed, like a preflight).
+    const method = asked === "HEAD" ? "GET" : asked;
+    if (asked === "OPTIONS") {
+      req.resume();
+      const allow = allowedMethods(path);
+      const headers = { "X-Correlation-Id": correlationId(), Allow: [...allow, "OPTIONS"].join(", ") };
+      return send(res, allow.length > 0 ? 204 : 404, headers, undefined);
+    }
     const headers: Record<string, string> = { "X-Correlation-Id": correlationId() };
     let requestBody: unknown;
     let status = 500;
@@ -112,9 +120,11 @@ export function createRequestHandler(
       const injected = faults.takeHttp(method, path);
       if (injected) throw new ApiError(injected.code, injected.message ?? `injected fault: ${injected.code}`);
       const found = match(method, path);
+      const notModelled = found === undefined || "allowed" in found ? unmodelled(path) : undefined;
+      if (notModelled) throw unsupported(`${notModelled} (${method} ${path})`);
       if (!found) throw new ApiError("not_found", `no such endpoint: ${path}`);
       if ("allowed" in found) {
-        headers.Allow = found.allowed.join(", ");
+        headers.Allow = [...allowedMethods(path), "OPTIONS"].join(", ");
         throw new ApiError("method_not_allowed", `method ${method} is not allowed on ${path}`);
       }
       const result = await found.route.handler({
@@ -137,7 +147,15 @@ export function createRequestHandler(
       body = errorBody(apiErr);
     }
     if (!("RateLimit-Limit" in headers)) Object.assign(headers, limiter.headers());
-    send(res, status, headers, body);
+    if (asked === "HEAD") {
+      const text = body === undefined ? "" : JSON.stringify(body);
+      res.writeHead(status, {
+        ...headers,
+        ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+        "Content-Length": String(Buffer.byteLength(text)),
+      });
+      res.end();
+    } else send(res, status, headers, body);
     if (options.onExchange) {
       const responseHeaders = Object.fromEntries(
         Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]),

@@ -148,7 +148,10 @@ export class Body {
 
   labels(name = "labels"): Labels | undefined {
     const v = this.obj[name];
-    if (v === undefined || v === null) return undefined;
+    if (v === undefined) return undefined;
+    // null is refused, not read as "unchanged" (the API's labels are an object; {} clears them).
+    if (v === null)
+      return this.fail(name, "must be an object of strings, not null (send {} to remove all labels)");
     if (typeof v !== "object" || Array.isArray(v)) return this.fail(name, "must be an object of strings");
     for (const value of Object.values(v as Record<string, unknown>))
       if (typeof value !== "string") return this.fail(name, "label values must be strings");
@@ -174,6 +177,70 @@ export class Body {
     if (!Array.isArray(v) || !v.every((x) => typeof x === "number" && Number.isInteger(x)))
       return this.fail(name, "must be a list of integers") ?? [];
     return v as number[];
+  }
+
+  /** A required integer (an id). */
+  int(name: string): number {
+    const v = this.obj[name];
+    if (v === undefined || v === null) return this.fail(name, "is required") ?? 0;
+    if (typeof v !== "number" || !Number.isInteger(v)) return this.fail(name, "must be an integer") ?? 0;
+    return v;
+  }
+
+  /** An optional integer; null stays null (e.g. public_net.ipv4: null = no primary IP named). */
+  optionalInt(name: string): number | null | undefined {
+    const v = this.obj[name];
+    if (v === undefined || v === null) return v as null | undefined;
+    if (typeof v !== "number" || !Number.isInteger(v)) return this.fail(name, "must be an integer");
+    return v;
+  }
+
+  /** An optional string that may be null (e.g. dns_ptr: null resets). */
+  nullableString(name: string): string | null | undefined {
+    const v = this.obj[name];
+    if (v === undefined || v === null) return v as null | undefined;
+    if (typeof v !== "string") return this.fail(name, "must be a string or null");
+    return v;
+  }
+
+  stringList(name: string): string[] | undefined {
+    const v = this.obj[name];
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v) || !v.every((x) => typeof x === "string"))
+      return this.fail(name, "must be a list of strings");
+    return v as string[];
+  }
+
+  /** A list of objects each naming an id in `key`, e.g. firewalls: [{firewall: 7}]. */
+  objectIdList(name: string, key: string): number[] {
+    const v = this.obj[name];
+    if (v === undefined || v === null) return [];
+    const ok =
+      Array.isArray(v) &&
+      v.every(
+        (x) => typeof x === "object" && x !== null && Number.isInteger((x as Record<string, unknown>)[key]),
+      );
+    if (!ok) return this.fail(name, `must be a list of {"${key}": ID}`) ?? [];
+    return (v as Record<string, number>[]).map((x) => x[key] as number);
+  }
+
+  /** A list of objects (each a Body). */
+  objects(name: string): Body[] | undefined {
+    const v = this.obj[name];
+    if (v === undefined || v === null) return undefined;
+    if (!Array.isArray(v) || !v.every((x) => typeof x === "object" && x !== null && !Array.isArray(x)))
+      return this.fail(name, "must be a list of objects");
+    return v.map((x) => new Body(x));
+  }
+
+  /** Names of fields given but not in `known` (what the emulator would otherwise drop silently). */
+  unknown(known: string[]): string[] {
+    return Object.keys(this.obj).filter((k) => !known.includes(k));
+  }
+
+  /** Problems collected so far (for nested bodies, reported under the parent's name). */
+  get issues(): FieldProblem[] {
+    return [...this.problems];
   }
 
   object(name: string): Body | undefined {

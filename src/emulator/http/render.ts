@@ -21,6 +21,7 @@ import {
   type ServerTypeInfo,
 } from "../state/catalog.js";
 import type { ActionRecord, EmulatorState, ImageRecord, ServerRecord, SshKeyRecord } from "../state/index.js";
+import { dnsPtrEntries, renderPlacementGroup } from "./render-resources.js";
 
 export function renderLocation(l: LocationInfo): Location {
   return {
@@ -112,16 +113,15 @@ export function renderSshKey(k: SshKeyRecord): SshKey {
   };
 }
 
-function reverseDnsName(ip: string): string {
-  return `static.${ip.split(".").reverse().join(".")}.clients.your-server.de`;
-}
-
 export function renderServer(state: EmulatorState, s: ServerRecord): Server {
   const type = findServerType(s.serverType);
   const location = locationByName(s.location) ?? LOCATIONS[0];
   const image = s.imageId === null ? undefined : state.images.find(s.imageId);
   if (!type || !location) throw new Error(`catalogue lost ${s.serverType}/${s.location}`);
   const zone = location.network_zone;
+  const v4 = state.primaryIps.find(s.primaryIpv4);
+  const v6 = state.primaryIps.find(s.primaryIpv6);
+  const group = state.placementGroups.find(s.placementGroup);
   const includedTraffic = prices(type).find((p) => p.location === s.location)?.included_traffic ?? null;
   return {
     id: s.id,
@@ -130,30 +130,38 @@ export function renderServer(state: EmulatorState, s: ServerRecord): Server {
     created: s.created,
     public_net: {
       ipv4:
-        s.ipv4 === null
+        s.ipv4 === null || v4 === undefined
           ? null
-          : { id: s.id * 2, ip: s.ipv4, blocked: false, dns_ptr: reverseDnsName(s.ipv4) },
-      ipv6: s.ipv6 === null ? null : { id: s.id * 2 + 1, ip: s.ipv6, blocked: false, dns_ptr: [] },
+          : { id: v4.id, ip: s.ipv4, blocked: false, dns_ptr: dnsPtrEntries(v4)[0]?.dns_ptr ?? "" },
+      ipv6:
+        s.ipv6 === null || v6 === undefined
+          ? null
+          : { id: v6.id, ip: s.ipv6, blocked: false, dns_ptr: dnsPtrEntries(v6) },
       floating_ips: [],
-      firewalls: [],
+      firewalls: state.firewalls.ofServer(s).map((f) => ({ id: f.id, status: "applied" })),
     },
-    private_net: [],
+    private_net: s.privateNet.map((p) => ({
+      network: p.network,
+      ip: p.ip,
+      alias_ips: [...p.aliasIps],
+      mac_address: p.macAddress,
+    })),
     server_type: renderServerType(type),
     location: renderLocation(location),
     image: image ? renderImage(image) : null,
     iso: null,
     rescue_enabled: s.rescueEnabled,
     locked: state.isLocked(s.id),
-    backup_window: null,
+    backup_window: s.backupWindow,
     outgoing_traffic: 0,
     ingoing_traffic: 0,
     included_traffic: zone ? includedTraffic : null,
     protection: { ...s.protection },
     labels: { ...s.labels },
-    volumes: [],
+    volumes: state.volumes.ofServer(s.id).map((v) => v.id),
     load_balancers: [],
     primary_disk_size: s.primaryDiskSize,
-    placement_group: null,
+    placement_group: group ? renderPlacementGroup(state, group) : null,
   };
 }
 

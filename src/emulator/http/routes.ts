@@ -2,9 +2,7 @@
  * The API routes below /v1: each parses its request, calls the state, renders the answer. One table, read top to
  * bottom like the API reference.
  */
-import type { Action } from "../../hcloud/schema.js";
 import type {
-  EmulatorState,
   ImageRecord,
   ServerActionCommand,
   ServerActionInput,
@@ -18,8 +16,24 @@ import {
   findServerType,
   type LocationInfo,
 } from "../state/catalog.js";
-import { ApiError, invalidField, notFound } from "../state/errors.js";
+import { ApiError, invalidField, notFound, unsupported } from "../state/errors.js";
 import { Body, boolParam, enumList, labelSelector, paginate, sorter } from "./params.js";
+import {
+  ACTION_SORT,
+  ACTION_STATUSES,
+  SERVER_STATUSES,
+  collectionActions,
+  gone,
+  id,
+  ok,
+  r,
+  resourceActions,
+  type Handler,
+  type Route,
+  type RouteContext,
+  type RouteResult,
+} from "./route-kit.js";
+import { NETWORK_ROUTES } from "./routes-net.js";
 import {
   renderAction,
   renderImage,
@@ -28,86 +42,6 @@ import {
   renderServerType,
   renderSshKey,
 } from "./render.js";
-
-export interface RouteContext {
-  state: EmulatorState;
-  /** Captured path parameters (ids), in order. */
-  params: number[];
-  query: URLSearchParams;
-  body: unknown;
-}
-
-export interface RouteResult {
-  status: number;
-  /** undefined = no body (204). */
-  body?: unknown;
-}
-
-export type Handler = (ctx: RouteContext) => RouteResult | Promise<RouteResult>;
-
-export interface Route {
-  method: string;
-  pattern: RegExp;
-  handler: Handler;
-}
-
-const SERVER_STATUSES = [
-  "initializing",
-  "starting",
-  "running",
-  "stopping",
-  "off",
-  "deleting",
-  "migrating",
-  "rebuilding",
-  "unknown",
-] as const;
-const ACTION_STATUSES = ["running", "success", "error"] as const;
-const ACTION_SORT: Record<string, (a: Action) => string | number | null> = {
-  id: (a) => a.id,
-  command: (a) => a.command,
-  status: (a) => a.status,
-  started: (a) => a.started,
-  finished: (a) => a.finished,
-};
-
-function ok(body: unknown, status = 200): RouteResult {
-  return { status, body };
-}
-
-/** 410 for endpoints Hetzner removed (facts: /datacenters answers 410 since 2026-10-01). */
-function gone(what: string): Handler {
-  return () => {
-    throw new ApiError("deprecated_api_endpoint", `the ${what} endpoint has been removed`, {
-      announcement: "https://docs.hetzner.cloud/changelog",
-    });
-  };
-}
-
-function id(ctx: RouteContext, i = 0): number {
-  const v = ctx.params[i];
-  if (v === undefined) throw new Error("route without id");
-  return v;
-}
-
-function listActions(ctx: RouteContext, type: string, resourceId: number): RouteResult {
-  const statuses = enumList(ctx.query, "status", ACTION_STATUSES);
-  const cmp = sorter(ctx.query, ACTION_SORT);
-  let actions = ctx.state.actionsOf(type, resourceId).map((a) => renderAction(ctx.state, a));
-  if (statuses.length > 0) actions = actions.filter((a) => statuses.includes(a.status));
-  actions.sort(cmp ?? ((a, b) => a.id - b.id));
-  const { items, meta } = paginate(ctx.query, actions);
-  return ok({ actions: items, meta });
-}
-
-function actionOf(ctx: RouteContext, type: string): RouteResult {
-  const resourceId = id(ctx, 0);
-  const actionId = id(ctx, 1);
-  const a = ctx.state.findAction(actionId);
-  if (!a || !a.resources.some((r) => r.type === type && r.id === resourceId))
-    throw notFound(`action with ID '${actionId}'`);
-  return ok({ action: renderAction(ctx.state, a) });
-}
 
 // ---- Servers ----
 
@@ -127,8 +61,35 @@ function listServers(ctx: RouteContext): RouteResult {
   return ok({ servers: items.map((s) => renderServer(state, s)), meta });
 }
 
+const CREATE_SERVER_FIELDS = [
+  "name",
+  "server_type",
+  "image",
+  "location",
+  "datacenter",
+  "ssh_keys",
+  "user_data",
+  "start_after_create",
+  "labels",
+  "public_net",
+  "networks",
+  "volumes",
+  "firewalls",
+  "placement_group",
+  "automount",
+];
+
 function createServer(ctx: RouteContext): RouteResult {
   const b = new Body(ctx.body);
+  // Anything the emulator would not honour is refused, never dropped.
+  const unknown = [
+    ...b.unknown(CREATE_SERVER_FIELDS),
+    ...(b.object("public_net")?.unknown(["enable_ipv4", "enable_ipv6", "ipv4", "ipv6"]) ?? []).map(
+      (f) => `public_net.${f}`,
+    ),
+  ];
+  if (unknown.length > 0)
+    throw unsupported(`the field${unknown.length > 1 ? "s" : ""} '${unknown.join("', '")}'`);
   const name = b.string("name", true);
   const serverType = b.idOrName("server_type", true);
   const image = b.idOrName("image", true);
@@ -140,9 +101,13 @@ function createServer(ctx: RouteContext): RouteResult {
   const publicNet = b.object("public_net");
   const enableIpv4 = publicNet?.bool("enable_ipv4");
   const enableIpv6 = publicNet?.bool("enable_ipv6");
+  const primaryIpv4 = publicNet?.optionalInt("ipv4");
+  const primaryIpv6 = publicNet?.optionalInt("ipv6");
   const networks = b.intList("networks");
   const volumes = b.intList("volumes");
-  const firewalls = b.raw("firewalls");
+  const firewalls = b.objectIdList("firewalls", "firewall");
+  const placementGroup = b.optionalInt("placement_group");
+  const automount = b.bool("automount");
   const extra = [];
   // `datacenter` was removed from the API on 2026-07-01 (facts); the current API rejects it.
   if (b.has("datacenter"))
@@ -160,11 +125,13 @@ function createServer(ctx: RouteContext): RouteResult {
     labels: labels ?? {},
     enableIpv4: enableIpv4 ?? true,
     enableIpv6: enableIpv6 ?? true,
+    primaryIpv4,
+    primaryIpv6,
     networks,
-    firewalls: Array.isArray(firewalls)
-      ? firewalls.map((f) => Number((f as { firewall?: unknown }).firewall))
-      : [],
+    firewalls,
     volumes,
+    placementGroup: placementGroup ?? undefined,
+    automount,
   });
   return ok(
     {
@@ -203,12 +170,31 @@ function serverAction(command: ServerActionCommand): Handler {
     } else if (command === "change_protection") {
       input.protectDelete = b.bool("delete");
       input.protectRebuild = b.bool("rebuild");
+    } else if (command === "rebuild") {
+      input.image = b.idOrName("image", true);
+      input.userData = b.string("user_data");
+    } else if (command === "change_dns_ptr") {
+      input.ip = b.string("ip", true);
+      input.dnsPtr = b.nullableString("dns_ptr");
+    } else if (command === "enable_backup") {
+      if (b.has("backup_window"))
+        throw invalidField(
+          "backup_window",
+          "backup_window was removed from the API; Hetzner picks the window",
+        );
+    } else if (["attach_to_network", "detach_from_network", "change_alias_ips"].includes(command)) {
+      input.network = b.int("network");
+      if (command === "attach_to_network") input.ip = b.string("ip");
+      if (command !== "detach_from_network") input.aliasIps = b.stringList("alias_ips");
+      if (b.has("ip_range")) throw unsupported("choosing the subnet of an attachment by ip_range");
+    } else if (command === "add_to_placement_group") {
+      input.placementGroup = b.int("placement_group");
     }
     b.check();
-    const r = ctx.state.servers.action(id(ctx), command, input);
-    const body: Record<string, unknown> = { action: renderAction(ctx.state, r.action) };
-    if (command === "enable_rescue") body.root_password = r.rootPassword;
-    if (r.image) body.image = renderImage(r.image);
+    const res = ctx.state.serverActions.action(id(ctx), command, input);
+    const body: Record<string, unknown> = { action: renderAction(ctx.state, res.action) };
+    if (command === "enable_rescue" || command === "rebuild") body.root_password = res.rootPassword ?? null;
+    if (res.image) body.image = renderImage(res.image);
     return ok(body, 201);
   };
 }
@@ -325,9 +311,10 @@ function getActions(ctx: RouteContext): RouteResult {
 
 function listServerTypes(ctx: RouteContext): RouteResult {
   const name = ctx.query.get("name");
+  const cmp = sorter<(typeof SERVER_TYPES)[number]>(ctx.query, { id: (t) => t.id, name: (t) => t.name });
   let types = [...SERVER_TYPES];
   if (name !== null) types = types.filter((t) => t.name === name);
-  types.sort((a, b) => a.id - b.id);
+  types.sort(cmp ?? ((a, b) => a.id - b.id));
   const { items, meta } = paginate(ctx.query, types);
   return ok({ server_types: items.map(renderServerType), meta });
 }
@@ -342,11 +329,6 @@ function listLocations(ctx: RouteContext): RouteResult {
   return ok({ locations: items.map(renderLocation), meta });
 }
 
-const ID = "(\\d+)";
-function r(method: string, path: string, handler: Handler): Route {
-  return { method, pattern: new RegExp(`^${path.replaceAll("{id}", ID)}/?$`), handler };
-}
-
 const SERVER_ACTIONS: ServerActionCommand[] = [
   "poweron",
   "poweroff",
@@ -357,6 +339,15 @@ const SERVER_ACTIONS: ServerActionCommand[] = [
   "disable_rescue",
   "create_image",
   "change_protection",
+  "rebuild",
+  "change_dns_ptr",
+  "enable_backup",
+  "disable_backup",
+  "attach_to_network",
+  "detach_from_network",
+  "change_alias_ips",
+  "add_to_placement_group",
+  "remove_from_placement_group",
 ];
 
 export const ROUTES: Route[] = [
@@ -367,22 +358,16 @@ export const ROUTES: Route[] = [
   r("DELETE", "/servers/{id}", (ctx) =>
     ok({ action: renderAction(ctx.state, ctx.state.servers.delete(id(ctx))) }),
   ),
-  r("GET", "/servers/{id}/actions", (ctx) => {
-    ctx.state.servers.get(id(ctx));
-    return listActions(ctx, "server", id(ctx));
-  }),
-  r("GET", "/servers/{id}/actions/{id}", (ctx) => actionOf(ctx, "server")),
+  ...collectionActions("server"),
+  ...resourceActions("server", (ctx) => ctx.state.servers.get(id(ctx))),
   ...SERVER_ACTIONS.map((c) => r("POST", `/servers/{id}/actions/${c}`, serverAction(c))),
 
   r("GET", "/images", listImages),
   r("GET", "/images/{id}", (ctx) => ok({ image: renderImage(ctx.state.images.get(id(ctx))) })),
   r("PUT", "/images/{id}", updateImage),
   r("DELETE", "/images/{id}", deleteImage),
-  r("GET", "/images/{id}/actions", (ctx) => {
-    ctx.state.images.get(id(ctx));
-    return listActions(ctx, "image", id(ctx));
-  }),
-  r("GET", "/images/{id}/actions/{id}", (ctx) => actionOf(ctx, "image")),
+  ...collectionActions("image"),
+  ...resourceActions("image", (ctx) => ctx.state.images.get(id(ctx))),
   r("POST", "/images/{id}/actions/change_protection", changeImageProtection),
 
   r("GET", "/ssh_keys", listSshKeys),
@@ -411,7 +396,43 @@ export const ROUTES: Route[] = [
   }),
   r("GET", "/datacenters", gone("datacenters")),
   r("GET", "/datacenters/{id}", gone("datacenters")),
+  ...NETWORK_ROUTES,
 ];
+
+/**
+ * Parts of the Hetzner Cloud API the emulator does not model (yet). Requests to them answer 422 unsupported_error
+ * ("the hetznix emulator does not support …"), never 404 not_found: no client may read them as "this resource does
+ * not exist" (Terraform's provider drops a resource from its state on not_found).
+ */
+const UNMODELLED: { pattern: RegExp; what: string }[] = [
+  { pattern: /^\/floating_ips(\/|$)/, what: "floating IPs" },
+  { pattern: /^\/load_balancers(\/|$)/, what: "load balancers" },
+  { pattern: /^\/load_balancer_types(\/|$)/, what: "load balancer types" },
+  { pattern: /^\/certificates(\/|$)/, what: "certificates" },
+  { pattern: /^\/isos(\/|$)/, what: "ISOs" },
+  { pattern: /^\/zones(\/|$)/, what: "DNS zones" },
+  { pattern: /^\/storage_boxes(\/|$)/, what: "storage boxes" },
+  { pattern: /^\/storage_box_types(\/|$)/, what: "storage box types" },
+  { pattern: /^\/pricing(\/|$)/, what: "pricing" },
+  {
+    pattern: /^\/servers\/\d+\/actions\/(attach_iso|detach_iso|change_type|request_console|reset_password)$/,
+    what: "this server action",
+  },
+  { pattern: /^\/servers\/\d+\/metrics$/, what: "server metrics" },
+];
+
+/** What an API path the emulator does not model is, or undefined for paths that are not Hetzner's at all. */
+export function unmodelled(path: string): string | undefined {
+  const clean = path.replace(/\/+$/, "");
+  return UNMODELLED.find((u) => u.pattern.test(clean))?.what;
+}
+
+/** The methods a path allows (with HEAD where GET is), empty for paths without routes. */
+export function allowedMethods(path: string): string[] {
+  const methods = ROUTES.filter((route) => route.pattern.test(path)).map((route) => route.method);
+  if (methods.includes("GET")) methods.push("HEAD");
+  return [...new Set(methods)];
+}
 
 /** Finds the route for a request: the handler and captured ids, or which methods the path allows. */
 export function match(

@@ -235,8 +235,10 @@ const ZONE_PRICING: Record<string, { factor: number; perTb: number }> = {
   "ap-southeast": { factor: 1.35, perTb: 7.4 },
 };
 
+/** Ten decimals, as the API prints prices; gross from the rounded net, so no float artefacts show. */
 function money(net: number): { net: string; gross: string } {
-  return { net: net.toFixed(10), gross: (net * 1.19).toFixed(16) };
+  const rounded = Number(net.toFixed(10));
+  return { net: rounded.toFixed(10), gross: (rounded * 1.19).toFixed(10) };
 }
 
 /** Prices of a type in each location it is offered in. Hourly = monthly / 672 (Hetzner's monthly cap is 672 h). */

@@ -7,26 +7,26 @@
 import type { HostManager } from "../hosts/types.js";
 import type { DiskStore } from "../hosts/types.js";
 import { SERVER_TYPES } from "./catalog.js";
+import { Firewalls } from "./firewalls.js";
 import { Images } from "./images.js";
+import { Networks } from "./networks.js";
+import { PlacementGroups } from "./placement-groups.js";
 import { Power, type FaultView } from "./power.js";
+import { PrimaryIps } from "./primary-ips.js";
 import type { ActionRecord } from "./records.js";
 import { Scheduler } from "./scheduler.js";
+import { ServerActions } from "./server-actions.js";
 import { Servers } from "./servers.js";
 import { SshKeys } from "./ssh-keys.js";
 import { Store, required } from "./store.js";
+import { Volumes } from "./volumes.js";
 
 export * from "./records.js";
 export { ApiError } from "./errors.js";
 export { StateDirInUseError } from "./store.js";
 export type { FaultView } from "./power.js";
-export type {
-  CreateServerInput,
-  CreateServerResult,
-  ServerActionCommand,
-  ServerActionInput,
-  ServerActionResult,
-  ServerFilter,
-} from "./servers.js";
+export type { CreateServerInput, CreateServerResult, ServerFilter } from "./servers.js";
+export type { ServerActionCommand, ServerActionInput, ServerActionResult } from "./server-actions.js";
 export type { ImageFilter } from "./images.js";
 export type { SshKeyFilter } from "./ssh-keys.js";
 
@@ -48,6 +48,12 @@ export class EmulatorState {
   readonly servers: Servers;
   readonly images: Images;
   readonly sshKeys: SshKeys;
+  readonly serverActions: ServerActions;
+  readonly primaryIps: PrimaryIps;
+  readonly firewalls: Firewalls;
+  readonly networks: Networks;
+  readonly volumes: Volumes;
+  readonly placementGroups: PlacementGroups;
   readonly power: Power;
   private readonly scheduler: Scheduler;
   /** Where each server's metadata service is (set by the HTTP layer once it listens). */
@@ -65,18 +71,33 @@ export class EmulatorState {
       faults: options.faults,
       metadataUrl: (id) => this.metadataUrl?.(id),
       systemImageOf: (s) => this.images.systemImageOf(s.imageId),
+      volumesOf: (serverId) => this.volumes.specsOf(serverId),
       log: options.log ?? (() => undefined),
     });
-    this.servers = new Servers({
+    this.primaryIps = new PrimaryIps(store, this.scheduler, options.ipPrefix);
+    this.firewalls = new Firewalls(store, this.scheduler);
+    this.networks = new Networks(store, this.scheduler);
+    this.volumes = new Volumes(store, this.scheduler, options.disks, this.power);
+    this.placementGroups = new PlacementGroups(store);
+    const removeDisk = (path: string) => options.disks.remove(path);
+    const common = {
       store,
       scheduler: this.scheduler,
       power: this.power,
       images: this.images,
       sshKeys: this.sshKeys,
+      primaryIps: this.primaryIps,
+      networks: this.networks,
+      placementGroups: this.placementGroups,
+      removeDisk,
+    };
+    this.servers = new Servers({
+      ...common,
+      firewalls: this.firewalls,
+      volumes: this.volumes,
       faults: options.faults,
-      ipPrefix: options.ipPrefix,
-      removeDisk: (path) => options.disks.remove(path),
     });
+    this.serverActions = new ServerActions({ ...common, servers: this.servers });
   }
 
   /**
@@ -88,6 +109,12 @@ export class EmulatorState {
     const state = new EmulatorState(store, options);
     try {
       if (saved) {
+        // Resources modelled later are absent from older state.json files: empty then.
+        for (const f of saved.firewalls ?? []) store.firewalls.set(f.id, f);
+        for (const p of saved.primaryIps ?? []) store.primaryIps.set(p.id, p);
+        for (const n of saved.networks ?? []) store.networks.set(n.id, n);
+        for (const v of saved.volumes ?? []) store.volumes.set(v.id, v);
+        for (const g of saved.placementGroups ?? []) store.placementGroups.set(g.id, g);
         for (const s of saved.servers) {
           store.servers.set(s.id, s);
           state.servers.restored(s);

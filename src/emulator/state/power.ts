@@ -4,7 +4,7 @@
  * Without a host manager (no root, `--no-rescue`), boots are modelled only: the status changes, nothing listens.
  */
 import { join } from "node:path";
-import type { Host, HostManager } from "../hosts/types.js";
+import type { Host, HostManager, VolumeSpec } from "../hosts/types.js";
 import type { ServerRecord } from "./records.js";
 import type { Scheduler } from "./scheduler.js";
 import type { Store } from "./store.js";
@@ -20,6 +20,8 @@ export interface PowerOptions {
   faults: FaultView;
   /** The metadata service URL of a server (known once the emulator listens). */
   metadataUrl: (serverId: number) => string | undefined;
+  /** The volumes attached to a server (their files), in attach order. */
+  volumesOf: (serverId: number) => VolumeSpec[];
   /** The system image a server's disk stands for (see HostSpec.systemImage). */
   systemImageOf: (s: ServerRecord) => string | undefined;
   log: (line: string) => void;
@@ -66,6 +68,7 @@ export class Power {
           diskPath: join(this.store.stateDir, s.disk),
           boot: rescue ? "rescue" : "disk",
           authorizedKeys: rescue ? [...s.rescueKeys] : [...s.publicKeys],
+          volumes: this.opts.volumesOf(serverId),
           ...(systemImage ? { systemImage } : {}),
           ...(metadataUrl ? { metadataUrl } : {}),
           onPowerOff: () => this.guestEnded(serverId, "off"),
@@ -73,6 +76,8 @@ export class Power {
         });
         host.dropAfterBytes = this.opts.faults.sshDropAfter(serverId);
         this.hosts.set(serverId, host);
+        // A volume attached or detached while the host was starting.
+        await host.syncVolumes?.(this.opts.volumesOf(serverId));
         if (host.kind === "none") this.opts.log(`server ${serverId} (${s.name}): ${host.description}`);
       } catch (err) {
         if (rescue) {
@@ -86,6 +91,11 @@ export class Power {
       }
     }
     s.status = "running";
+  }
+
+  /** Attach/detach of a volume: a running host sees its disks change at once, like a hot-plugged disk. */
+  async syncVolumes(serverId: number): Promise<void> {
+    await this.hosts.get(serverId)?.syncVolumes?.(this.opts.volumesOf(serverId));
   }
 
   /** Leaving the rescue system ends rescue mode (it lasts one boot, as on Hetzner). */

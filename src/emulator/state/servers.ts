@@ -1,6 +1,7 @@
 /**
- * Servers: create (name, type, image, location, keys, user data, capacity), update, delete, and the server actions
- * (power, rescue, protection, create_image) with their effects over time. List filters live here too.
+ * Servers: create (name, type, image, location, keys, user data, capacity, and the primary IPs, networks,
+ * firewalls, volumes and placement group to start with), update, delete, with the effects of create and delete over
+ * time. List filters live here too; the server actions are in server-actions.ts.
  */
 import { join } from "node:path";
 import { matchesSelector, type LabelSelector } from "../../hcloud/labels.js";
@@ -14,14 +15,36 @@ import {
   type ServerTypeInfo,
 } from "./catalog.js";
 import { labelProblems, randomPassword } from "./common.js";
-import { ApiError, invalidField, invalidInput, uniqueness, type FieldProblem } from "./errors.js";
+import { ApiError, invalidField, invalidInput, rejected, uniqueness, type FieldProblem } from "./errors.js";
+import type { Firewalls } from "./firewalls.js";
 import type { Images } from "./images.js";
+import type { Networks } from "./networks.js";
+import type { PlacementGroups } from "./placement-groups.js";
 import type { FaultView, Power } from "./power.js";
+import type { PrimaryIps } from "./primary-ips.js";
 import type { ActionRecord, ImageRecord, ServerRecord } from "./records.js";
 import type { Resources, Scheduler } from "./scheduler.js";
 import type { SshKeys } from "./ssh-keys.js";
+import type { Volumes } from "./volumes.js";
 import { isoNow, required, type Store } from "./store.js";
 import { LATENCY_MS } from "./timing.js";
+
+/** Registers the effect of a server command: the server it names, or an error when it disappeared meanwhile. */
+export function serverEffect(
+  scheduler: Scheduler,
+  store: Store,
+): (command: string, fn: (s: ServerRecord, a: ActionRecord) => Promise<void>) => void {
+  return (command, fn) =>
+    scheduler.on(command, async (a) => {
+      const id = a.resources.find((r) => r.type === "server")?.id;
+      const s = id === undefined ? undefined : store.servers.get(id);
+      if (!s) {
+        if (command === "delete_server") return;
+        throw new Error("server disappeared");
+      }
+      await fn(s, a);
+    });
+}
 
 export interface CreateServerInput {
   name: string;
@@ -34,9 +57,14 @@ export interface CreateServerInput {
   labels: Labels;
   enableIpv4: boolean;
   enableIpv6: boolean;
+  /** Primary IPs named in public_net (kept when the server is replaced). */
+  primaryIpv4?: number | null | undefined;
+  primaryIpv6?: number | null | undefined;
   networks: number[];
   firewalls: number[];
   volumes: number[];
+  placementGroup?: number | undefined;
+  automount?: boolean | undefined;
 }
 
 export interface CreateServerResult {
@@ -44,36 +72,6 @@ export interface CreateServerResult {
   action: ActionRecord;
   nextActions: ActionRecord[];
   rootPassword: string | null;
-}
-
-export type ServerActionCommand =
-  | "poweron"
-  | "poweroff"
-  | "shutdown"
-  | "reboot"
-  | "reset"
-  | "enable_rescue"
-  | "disable_rescue"
-  | "create_image"
-  | "change_protection";
-
-export interface ServerActionInput {
-  /** enable_rescue */
-  rescueType?: string | undefined;
-  rescueSshKeys?: number[] | undefined;
-  /** create_image */
-  imageType?: "snapshot" | "backup" | undefined;
-  description?: string | undefined;
-  labels?: Labels | undefined;
-  /** change_protection */
-  protectDelete?: boolean | undefined;
-  protectRebuild?: boolean | undefined;
-}
-
-export interface ServerActionResult {
-  action: ActionRecord;
-  rootPassword?: string;
-  image?: ImageRecord;
 }
 
 export interface ServerFilter {
@@ -87,19 +85,18 @@ function macFor(id: number): string {
   return `96:00:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4, 6)}:${hex.slice(6, 8)}`;
 }
 
-function ipv6NetFor(n: number): string {
-  return `2001:db8:${((n >>> 16) & 0xffff).toString(16)}:${(n & 0xffff).toString(16)}::/64`;
-}
-
 export interface ServerDeps {
   store: Store;
   scheduler: Scheduler;
   power: Power;
   images: Images;
   sshKeys: SshKeys;
+  primaryIps: PrimaryIps;
+  firewalls: Firewalls;
+  networks: Networks;
+  volumes: Volumes;
+  placementGroups: PlacementGroups;
   faults: FaultView;
-  /** Public IPv4 of server N is ipPrefix + N (N from 2 to 254). */
-  ipPrefix: string;
   removeDisk: (path: string) => Promise<void>;
 }
 
@@ -112,35 +109,18 @@ export class Servers {
     this.store = deps.store;
     this.scheduler = deps.scheduler;
     this.power = deps.power;
-    const on = (command: string, fn: (s: ServerRecord, a: ActionRecord) => Promise<void>) =>
-      this.scheduler.on(command, async (a) => {
-        const id = a.resources.find((r) => r.type === "server")?.id;
-        const s = id === undefined ? undefined : this.store.servers.get(id);
-        if (!s) {
-          if (command === "delete_server") return;
-          throw new Error("server disappeared");
-        }
-        await fn(s, a);
-      });
+    const on = serverEffect(this.scheduler, this.store);
     on("create_server", async (s, a) => {
       const image = s.imageId === null ? undefined : this.store.images.get(s.imageId);
       await deps.images.writeServerDisk(image, this.diskPath(s), diskBytes(s.primaryDiskSize));
       s.status = a.params.start ? "starting" : "off";
     });
-    const boot = async (s: ServerRecord, a: ActionRecord) => {
-      if (a.params.after !== undefined) {
-        const create = await this.scheduler.settled(Number(a.params.after));
-        if (create?.status !== "success") throw new Error("server creation failed");
-      }
-      if (a.params.boot) await this.power.boot(s);
-    };
-    on("start_server", boot);
-    on("reboot_server", boot);
-    on("reset_server", boot);
-    on("stop_server", (s) => this.power.powerOff(s));
-    // shutdown_server: the ACPI request is delivered; the guest powers off later (Power.scheduleGuestOff).
     on("delete_server", async (s) => {
       await this.power.stopHost(s);
+      // What the server held: auto_delete primary IPs go, the others stay unassigned; volumes stay detached.
+      deps.primaryIps.serverDeleted(s);
+      deps.firewalls.serverDeleted(s);
+      deps.volumes.serverDeleted(s);
       this.store.servers.delete(s.id);
       await deps.removeDisk(this.diskPath(s)).catch(() => undefined);
     });
@@ -171,41 +151,31 @@ export class Servers {
     return this.scheduler.isLocked("server", id);
   }
 
-  private assertUnlocked(s: ServerRecord): void {
+  assertUnlocked(s: ServerRecord): void {
     if (this.isLocked(s.id)) throw new ApiError("locked", `server ${s.id} is locked by a running action`);
   }
 
-  private resolveImageFor(ref: string, type: ServerTypeInfo): ImageRecord {
+  /** The image a server of `type` can be created (or rebuilt) from; Hetzner's messages for what does not fit. */
+  resolveImageFor(ref: string, type: ServerTypeInfo): ImageRecord {
     const all = [...this.store.images.values()];
     let image = /^\d+$/.test(ref) ? all.find((i) => String(i.id) === ref) : undefined;
     if (!image) {
       const named = all.filter((i) => i.name === ref);
       image = named.find((i) => i.architecture === type.architecture) ?? named[0];
     }
-    if (!image) throw invalidField("image", `image '${ref}' not found`);
-    if (image.status !== "available") throw invalidField("image", `image ${image.id} is not available`);
+    if (!image) throw rejected("image", `image ${ref} not found`);
+    if (image.status !== "available") throw rejected("image", `image ${image.id} is not available yet`);
     if (image.architecture !== type.architecture)
-      throw invalidField(
+      throw rejected(
         "image",
-        `image architecture ${image.architecture} does not match server type architecture ${type.architecture}`,
+        `server type ${type.name} and image ${image.name ?? image.id} have different architectures`,
       );
     if (image.diskSize > type.disk)
-      throw invalidField(
+      throw rejected(
         "server_type",
-        `disk of ${type.name} (${type.disk} GB) is too small for the image (${image.diskSize} GB)`,
+        `image disk size (${image.diskSize} GB) is bigger than the disk of server type ${type.name} (${type.disk} GB)`,
       );
     return image;
-  }
-
-  private allocateIpv4(): string {
-    const used = new Set([...this.store.servers.values()].map((s) => s.ipv4));
-    for (let n = 2; n <= 254; n++) {
-      const ip = `${this.deps.ipPrefix}${n}`;
-      if (!used.has(ip)) return ip;
-    }
-    throw new ApiError("resource_limit_exceeded", "no free IPv4 address left", {
-      limits: [{ name: "primary_ip_limit" }],
-    });
   }
 
   create(input: CreateServerInput): CreateServerResult {
@@ -227,9 +197,7 @@ export class Servers {
       if (!location)
         problems.push({ name: "location", messages: [`location '${input.location}' not found`] });
     }
-    if (input.networks.length > 0) problems.push({ name: "networks", messages: ["network not found"] });
-    if (input.firewalls.length > 0) problems.push({ name: "firewalls", messages: ["firewall not found"] });
-    if (input.volumes.length > 0) problems.push({ name: "volumes", messages: ["volume not found"] });
+    problems.push(...this.deps.firewalls.checkForCreate(input.firewalls));
     if (problems.length > 0) throw invalidInput(problems);
     if (!type) throw invalidField("server_type", "server type not found");
     const image = this.resolveImageFor(input.image, type);
@@ -237,17 +205,18 @@ export class Servers {
     if ([...this.store.servers.values()].some((s) => s.name === input.name))
       throw uniqueness("name", `server name '${input.name}' is already used`);
 
-    // Location: given, or the first where the type can be ordered now.
+    // Location: given, or where a named primary IP is, or the first where the type can be ordered now.
+    const pinned = [input.primaryIpv4, input.primaryIpv6]
+      .map((id) => (id == null ? undefined : this.store.primaryIps.get(id)))
+      .find((p) => p !== undefined);
+    if (!location && pinned) location = findLocation(pinned.location);
     const offer = location
       ? type.locations.find((l) => l.location === location?.name)
       : type.locations.find((l) => l.available);
     if (!location) location = offer ? findLocation(offer.location) : undefined;
     if (!offer || !location)
-      // Not offered there at all (e.g. CX in the US): the request is wrong, not the capacity.
-      throw invalidField(
-        "location",
-        `server type ${type.name} is not offered in location ${location?.name ?? "any"}`,
-      );
+      // Not offered there at all (e.g. CX in the US): the request is wrong, not the capacity. Hetzner's words.
+      throw rejected("location", "unsupported location for server type");
     if (!offer.available)
       throw new ApiError(
         "resource_unavailable",
@@ -258,6 +227,15 @@ export class Servers {
         "resource_unavailable",
         `server type ${type.name} is unavailable in ${location.name}`,
       );
+
+    const ips = this.deps.primaryIps.forNewServer(location.name, {
+      ipv4: input.primaryIpv4,
+      ipv6: input.primaryIpv6,
+    });
+    this.deps.networks.checkForCreate(input.networks, location.name);
+    this.deps.volumes.checkForCreate(input.volumes, location.name);
+    if (input.placementGroup !== undefined)
+      this.deps.placementGroups.checkJoin(input.placementGroup, "placement_group");
 
     const id = this.store.nextId("server");
     const s: ServerRecord = {
@@ -274,16 +252,28 @@ export class Servers {
       rescueKeys: [],
       rescueConsumed: false,
       inRescue: false,
-      ipv4: input.enableIpv4 ? this.allocateIpv4() : null,
-      ipv6: input.enableIpv6 ? ipv6NetFor(this.store.nextId("ipv6Net")) : null,
+      ipv4: null,
+      ipv6: null,
       macAddress: macFor(id),
       publicKeys: keys.map((k) => k.publicKey),
       userData: input.userData ?? null,
       disk: join("disks", `server-${id}.img`),
       primaryDiskSize: type.disk,
       offAt: null,
+      primaryIpv4: null,
+      primaryIpv6: null,
+      privateNet: [],
+      backupWindow: null,
+      placementGroup: input.placementGroup ?? null,
     };
     this.store.servers.set(id, s);
+    this.deps.primaryIps.assignAtCreate(s, ips.ipv4, ips.ipv6, {
+      ipv4: input.enableIpv4,
+      ipv6: input.enableIpv6,
+    });
+    for (const n of input.networks) this.deps.networks.attach(s, n, {});
+    this.deps.firewalls.applyAtCreate(s, input.firewalls);
+    this.deps.volumes.attachAtCreate(s, input.volumes, input.automount === true);
     const extra =
       image.type === "system"
         ? 0
@@ -351,91 +341,13 @@ export class Servers {
     return action;
   }
 
-  action(id: number, command: ServerActionCommand, input: ServerActionInput = {}): ServerActionResult {
-    const s = this.get(id);
-    if (s.status === "deleting") throw new ApiError("conflict", `server ${id} is being deleted`);
-    this.assertUnlocked(s);
-    const res: Resources = [{ id, type: "server" }];
-    const on = s.status === "running" || s.status === "starting";
-    const ms = (name: Parameters<Scheduler["ms"]>[0]) => this.scheduler.ms(name);
-    let result: ServerActionResult;
-    switch (command) {
-      case "poweron": {
-        // Powering on a running server changes nothing; the action still succeeds.
-        if (!on) s.status = "starting";
-        result = { action: this.scheduler.newAction("start_server", res, ms("poweron"), { boot: !on }) };
-        break;
-      }
-      case "poweroff": {
-        if (s.status !== "off") s.status = "stopping";
-        result = { action: this.scheduler.newAction("stop_server", res, ms("poweroff")) };
-        break;
-      }
-      case "shutdown": {
-        result = { action: this.scheduler.newAction("shutdown_server", res, ms("shutdownRequest")) };
-        if (s.status === "running") {
-          // ACPI: the guest decides when it is off; we model its shutdown taking the same delay (unless it powers
-          // itself off sooner, e.g. a rescue host running `poweroff`).
-          s.status = "stopping";
-          s.offAt = Date.now() + ms("shutdownRequest") + ms("guestShutdown");
-          this.power.scheduleGuestOff(s);
-        }
-        break;
-      }
-      case "reboot":
-      case "reset": {
-        // Both boot the server again (an off server is started); completion runs the boot (see the effects).
-        s.status = "starting";
-        s.offAt = null;
-        result = { action: this.scheduler.newAction(`${command}_server`, res, ms(command), { boot: true }) };
-        break;
-      }
-      case "enable_rescue": {
-        if (input.rescueType !== undefined && input.rescueType !== "linux64")
-          throw invalidField("type", "rescue type must be linux64");
-        const keys = this.deps.sshKeys.resolve((input.rescueSshKeys ?? []).map(String), "ssh_keys");
-        s.rescueEnabled = true;
-        s.rescueConsumed = false;
-        s.rescueKeys = keys.map((k) => k.publicKey);
-        result = {
-          action: this.scheduler.newAction("enable_rescue", res, ms("enableRescue")),
-          // The rescue system always gets a root password (the document's root_password is a non-null string),
-          // also when keys are given.
-          rootPassword: randomPassword(),
-        };
-        break;
-      }
-      case "disable_rescue": {
-        s.rescueEnabled = false;
-        s.rescueConsumed = s.inRescue;
-        s.rescueKeys = [];
-        result = { action: this.scheduler.newAction("disable_rescue", res, ms("disableRescue")) };
-        break;
-      }
-      case "change_protection": {
-        // The API requires delete and rebuild protection to be equal; check before changing anything.
-        const del = input.protectDelete ?? s.protection.delete;
-        const rebuild = input.protectRebuild ?? s.protection.rebuild;
-        if (del !== rebuild) throw invalidField("rebuild", "rebuild protection must equal delete protection");
-        s.protection = { delete: del, rebuild };
-        result = { action: this.scheduler.newAction("change_protection", res, ms("changeProtection")) };
-        break;
-      }
-      case "create_image": {
-        result = this.deps.images.snapshotServer(s, {
-          type: input.imageType,
-          description: input.description,
-          labels: input.labels,
-        });
-        break;
-      }
-    }
-    this.store.save();
-    return result;
-  }
-
   /** After a restart: hosts do not survive it, so a server that ran the rescue system is off now. */
   restored(s: ServerRecord): void {
+    // Fields of state written before networks, primary IPs, backups and placement groups were modelled.
+    s.privateNet ??= [];
+    s.backupWindow ??= null;
+    s.placementGroup ??= null;
+    this.deps.primaryIps.migrate(s);
     if (s.inRescue) {
       s.inRescue = false;
       s.status = "off";

@@ -15,7 +15,18 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { notFound } from "./errors.js";
-import type { ActionRecord, ImageRecord, PersistedState, ServerRecord, SshKeyRecord } from "./records.js";
+import type {
+  ActionRecord,
+  FirewallRecord,
+  ImageRecord,
+  NetworkRecord,
+  PersistedState,
+  PlacementGroupRecord,
+  PrimaryIpRecord,
+  ServerRecord,
+  SshKeyRecord,
+  VolumeRecord,
+} from "./records.js";
 
 /** A second emulator was pointed at a state directory in use. */
 export class StateDirInUseError extends Error {
@@ -29,12 +40,22 @@ export class Store {
   readonly images = new Map<number, ImageRecord>();
   readonly sshKeys = new Map<number, SshKeyRecord>();
   readonly actions = new Map<number, ActionRecord>();
+  readonly firewalls = new Map<number, FirewallRecord>();
+  readonly primaryIps = new Map<number, PrimaryIpRecord>();
+  readonly networks = new Map<number, NetworkRecord>();
+  readonly volumes = new Map<number, VolumeRecord>();
+  readonly placementGroups = new Map<number, PlacementGroupRecord>();
   private nextIds: PersistedState["nextIds"] = {
     server: 60_000_001,
     image: 300_000_001,
     sshKey: 20_000_001,
     action: 500_000_001,
     ipv6Net: 1,
+    firewall: 1_000_001,
+    primaryIp: 70_000_001,
+    network: 4_000_001,
+    volume: 100_000_001,
+    placementGroup: 800_001,
   };
   /** Set by close(): nothing is saved or scheduled afterwards. */
   closed = false;
@@ -148,6 +169,11 @@ export class Store {
       images: [...this.images.values()].filter((i) => i.type !== "system"),
       sshKeys: [...this.sshKeys.values()],
       actions: [...this.actions.values()],
+      firewalls: [...this.firewalls.values()],
+      primaryIps: [...this.primaryIps.values()],
+      networks: [...this.networks.values()],
+      volumes: [...this.volumes.values()],
+      placementGroups: [...this.placementGroups.values()],
     };
     const tmp = `${this.statePath}.${process.pid}.${randomBytes(3).toString("hex")}.tmp`;
     try {

@@ -15,6 +15,11 @@
  * - create_image: proportional to the data to copy and compress; about 20 s + 10 s per GB allocated, in line with
  *   hcloud-upload-image users seeing a few minutes for a few GB end to end.
  * - delete: 4 s.
+ * - rebuild: the disk is replaced like at create (12 s from a system image; from a snapshot the per-GB time of a
+ *   create from it), then the server boots if it was running.
+ * - enable/disable_backup, change_dns_ptr, primary IP assign/unassign, firewall rules and applications, network
+ *   changes: bookkeeping, 1-2 s.
+ * - volumes: create 3 s (plus formatting), attach/detach/resize 2 s.
  */
 export const LATENCY_MS = {
   createServer: 12_000,
@@ -33,6 +38,12 @@ export const LATENCY_MS = {
   createImageBase: 20_000,
   createImagePerGb: 10_000,
   deleteServer: 4_000,
+  rebuild: 12_000,
+  backup: 1_000,
+  firewallApply: 1_000,
+  networkChange: 2_000,
+  createVolume: 3_000,
+  attachVolume: 2_000,
 } as const;
 
 export type LatencyName = keyof typeof LATENCY_MS;
