@@ -2,7 +2,7 @@
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
-import type { EmulatorOptions, RunningEmulator } from "./index.js";
+import type { EmulatorOptions, RunningEmulator } from "./types.js";
 import { Faults } from "./faults.js";
 import { createRequestHandler } from "./http/app.js";
 import { RateLimiter } from "./http/ratelimit.js";

@@ -3,7 +3,7 @@
  * mounted disk) and the `hetznix` command inside hosts (the emulator's own package, bound read-only at /opt/hetznix,
  * as the NixOS module puts hetznix on a real server).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { basename, join, relative, sep } from "node:path";
 import { selfCommand } from "../../util/self.js";
 
@@ -45,9 +45,16 @@ function find(code: "running" | "dist"): HetznixPackage | undefined {
     existsSync(join(dir, e)),
   );
   if (existsSync(join(dir, "tsconfig.json"))) entries.push("tsconfig.json");
+  // node_modules may be a link (a worktree sharing another checkout's, a pnpm store): what lies in its real
+  // directory is inside too, since binding node_modules binds where the link points.
+  const modules = join(dir, "node_modules");
+  const realModules = existsSync(modules) ? realpathSync(modules) : modules;
   const inside = (p: string): string | undefined => {
-    const rel = relative(dir, p);
-    return rel.startsWith("..") || rel.startsWith(sep) ? undefined : `${IN_HOST}/${rel.split(sep).join("/")}`;
+    const under = (base: string, at: string) => {
+      const rel = relative(base, p);
+      return rel.startsWith("..") || rel.startsWith(sep) ? undefined : `${at}/${rel.split(sep).join("/")}`;
+    };
+    return under(dir, IN_HOST) ?? under(realModules, `${IN_HOST}/node_modules`);
   };
   const hostLoader = self.loader === undefined ? undefined : inside(self.loader);
   const hostMain = inside(self.main);

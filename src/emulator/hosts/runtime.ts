@@ -8,25 +8,12 @@
  * - none: nothing bootable; nothing listens.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import {
-  mkdir,
-  mkdtemp,
-  open,
-  readlink,
-  readdir,
-  rm,
-  symlink,
-  writeFile,
-  readFile,
-  type FileHandle,
-} from "node:fs/promises";
-import net from "node:net";
+import { mkdir, mkdtemp, open, readlink, rm, symlink, writeFile, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import { shellQuote } from "../../run/remote.js";
 import { fingerprintOf } from "../../ssh/keys.js";
-import { pause, within } from "../../util/time.js";
 import {
   HOSTKEY_PREFIX,
   INIT_HOLDING,
@@ -38,7 +25,10 @@ import {
   powerScript,
   sshdConfig,
 } from "./init.js";
-import { attachLoop, detachLoopIfOurs, loopServes, type LoopDevice } from "./loop.js";
+import { attachLoop, detachLoopIfOurs, type LoopDevice } from "./loop.js";
+import { freePort, killNamespace, processStart, processesInPidNamespace, releaseLoop } from "./process.js";
+
+export { processStart, processesInPidNamespace };
 import { hetznixPackage } from "./package.js";
 import { probeDisk, type PartitionInfo } from "./probe.js";
 import { startProxy, type Proxy } from "./proxy.js";
@@ -476,94 +466,4 @@ export async function startHost(
     await stop().catch(() => undefined);
     throw err;
   }
-}
-
-async function killNamespace(
-  child: ChildProcess | undefined,
-  exited: Promise<void>,
-  initPid: number | undefined,
-  pidNamespace: string,
-  graceful: boolean,
-): Promise<void> {
-  if (child === undefined) return;
-  const alive = () => child.exitCode === null && child.signalCode === null;
-  // Signal pid 1 of the namespace only while it is still the same process (a recycled pid is never hit).
-  const signalInit = async (signal: NodeJS.Signals): Promise<boolean> => {
-    if (initPid === undefined || pidNamespace === "") return false;
-    const ns = await readlink(`/proc/${initPid}/ns/pid`).catch(() => "");
-    if (ns !== pidNamespace) return false;
-    try {
-      process.kill(initPid, signal);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  if (graceful && alive() && (await signalInit("SIGTERM"))) {
-    // ACPI: init stops sshd and the host's processes, syncs, exits.
-    await within(exited, 5_000);
-  }
-  if (alive()) {
-    // Killing pid 1 of the namespace makes the kernel kill all of its processes; unshare (our child) exits once
-    // they are all gone.
-    if (!(await signalInit("SIGKILL"))) child.kill("SIGKILL"); // --kill-child passes SIGKILL on to pid 1
-  }
-  await within(exited, 15_000);
-  if (pidNamespace !== "") {
-    for (let i = 0; i < 50; i++) {
-      const left = await processesInPidNamespace(pidNamespace);
-      if (left.length === 0) return;
-      for (const pid of left) {
-        try {
-          process.kill(pid, "SIGKILL");
-        } catch {
-          // gone meanwhile
-        }
-      }
-      await pause(100);
-    }
-    throw new Error(`processes of ${pidNamespace} survived SIGKILL`);
-  }
-}
-
-async function releaseLoop(name: string, diskPath: string): Promise<void> {
-  // The lazy detach normally frees the device on the namespace's last close (after its file systems are
-  // unmounted, which the kernel finishes a moment later). Detach explicitly if it is still ours.
-  for (let i = 0; i < 300; i++) {
-    if (!(await loopServes(name, diskPath))) return;
-    if (i === 10 || i === 50 || i === 150) await detachLoopIfOurs(name, diskPath).catch(() => undefined);
-    await pause(100);
-  }
-  throw new Error(`loop device ${name} still attached to ${diskPath}`);
-}
-
-/** Host pids of all processes whose pid namespace is `ns` (`pid:[inode]`). */
-export async function processesInPidNamespace(ns: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const link = await readlink(`/proc/${entry}/ns/pid`).catch(() => "");
-    if (link === ns) pids.push(Number(entry));
-  }
-  return pids;
-}
-
-export async function processStart(pid: number): Promise<string> {
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-  // Fields after the command name (which may contain spaces) start after the last ')'.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return fields[19] ?? "";
-}
-
-async function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen({ host, port: 0 }, () => {
-      const addr = srv.address();
-      srv.close(() =>
-        typeof addr === "object" && addr !== null ? resolve(addr.port) : reject(new Error("no port")),
-      );
-    });
-  });
 }

@@ -7,7 +7,7 @@
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Exchange } from "../index.js";
+import type { Exchange } from "../types.js";
 import { FaultSyntaxError, renderFault, type Faults } from "../faults.js";
 import { renderMetadata, type MetadataInfo } from "../metadata.js";
 import { locationByName } from "../state/catalog.js";

@@ -2,7 +2,8 @@
  * Records -> wire JSON for firewalls, primary IPs, networks, volumes and placement groups (the OpenAPI document's
  * shapes, without the deprecated `datacenter` of primary IPs: removed on 2026-07-01 like the servers' one).
  */
-import { LOCATIONS, locationByName } from "../state/catalog.js";
+import type { Location } from "../../hcloud/schema.js";
+import { LOCATIONS, locationByName, type LocationInfo } from "../state/catalog.js";
 import type {
   EmulatorState,
   FirewallRecord,
@@ -13,7 +14,6 @@ import type {
 } from "../state/index.js";
 import { defaultDnsPtr } from "../state/primary-ips.js";
 import { linuxDevice } from "../state/volumes.js";
-import { renderLocation } from "./render.js";
 
 function location(name: string) {
   const l = locationByName(name) ?? LOCATIONS[0];
@@ -120,5 +120,18 @@ export function renderPlacementGroup(state: EmulatorState, g: PlacementGroupReco
     labels: { ...g.labels },
     created: g.created,
     servers: state.placementGroups.members(g.id).map((s) => s.id),
+  };
+}
+
+export function renderLocation(l: LocationInfo): Location {
+  return {
+    id: l.id,
+    name: l.name,
+    description: l.description,
+    country: l.country,
+    city: l.city,
+    latitude: l.latitude,
+    longitude: l.longitude,
+    network_zone: l.network_zone,
   };
 }

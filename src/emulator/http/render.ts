@@ -5,36 +5,17 @@
 import type {
   Action,
   Image,
-  Location,
   Pagination,
   Server,
   ServerType,
   ServerTypeLocation,
   SshKey,
 } from "../../hcloud/schema.js";
-import {
-  LOCATIONS,
-  findServerType,
-  locationByName,
-  prices,
-  type LocationInfo,
-  type ServerTypeInfo,
-} from "../state/catalog.js";
+import { LOCATIONS, findServerType, locationByName, prices, type ServerTypeInfo } from "../state/catalog.js";
 import type { ActionRecord, EmulatorState, ImageRecord, ServerRecord, SshKeyRecord } from "../state/index.js";
-import { dnsPtrEntries, renderPlacementGroup } from "./render-resources.js";
+import { dnsPtrEntries, renderLocation, renderPlacementGroup } from "./render-resources.js";
 
-export function renderLocation(l: LocationInfo): Location {
-  return {
-    id: l.id,
-    name: l.name,
-    description: l.description,
-    country: l.country,
-    city: l.city,
-    latitude: l.latitude,
-    longitude: l.longitude,
-    network_zone: l.network_zone,
-  };
-}
+export { renderLocation };
 
 export function renderServerType(t: ServerTypeInfo): ServerType {
   const locations: ServerTypeLocation[] = t.locations.map((l) => ({
