@@ -198,7 +198,8 @@ export function planWrite(ctx: UploadContext, src: ImageSource, local: LocalImag
     compression: local.compression,
     remoteFormat: local.remoteFormat,
     codec: ctx.opts.codec ?? { codec: defaultCodec(ctx.opts.tools) },
-    ...(local.sha256 ? { payloadSha256: local.sha256 } : {}),
+    // The raw image's hash is the payload's only when the payload is the raw image (not a qcow2 converted remotely).
+    ...(local.sha256 && local.remoteFormat === "raw" ? { payloadSha256: local.sha256 } : {}),
     ...(src.format === "qcow2" ? { virtualSize: src.qcow2VirtualSize } : {}),
   };
   if (local.remoteFormat === "raw" && local.rawSize !== undefined) wp.expectedBytes = local.rawSize;
