@@ -20,10 +20,13 @@ import { pause } from "../util/time.js";
 import { UploadError } from "./errors.js";
 import type { Candidate, Plan } from "./plan.js";
 import {
+  EXIT_BAD_STREAM,
   EXIT_NO_ROOM,
   EXIT_SIZE_MISMATCH,
+  WRITTEN_MARK,
   discardCommand,
   downloadProgressScript,
+  extentWriteScript,
   verifyScript,
   writeScript,
   type WriteInput,
@@ -225,6 +228,7 @@ export function startStream(ctx: UploadContext, wp: WritePlan & { path: string }
     fileCompression: wp.compression,
     codec: wp.codec,
     hash: wp.payloadSha256 === undefined,
+    extents: wp.remoteFormat === "raw",
     readAheadBytes: ctx.opts.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES,
     ...(ctx.opts.tools ? { tools: ctx.opts.tools } : {}),
   });
@@ -420,6 +424,8 @@ export interface WriteOutcome {
   sha256: string;
   rawSize: number;
   transfer: string;
+  /** Bytes of the image sent as data (the rest were zero blocks, skipped), when sent as an extent stream. */
+  dataBytes?: number;
 }
 
 /**
@@ -441,23 +447,9 @@ export async function writeAndVerify(
       await ctx.steps.run("discard", () =>
         ctx.runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
       );
-      const written = await writeOnce(ctx, conn, wp, early);
+      const run = await writeOnce(ctx, conn, wp, early);
       early = undefined;
-      await ctx.steps.run(
-        "verify",
-        async () => {
-          const r = await ctx.runScript(conn, verifyScript(written.rawSize), "verifying the disk", {
-            signal: ctx.signal,
-          });
-          if (r["disk-sha256"] !== written.sha256) {
-            throw new UploadError(
-              "verification_failed",
-              `The disk's first ${written.rawSize} bytes hash to ${r["disk-sha256"] ?? "(nothing)"}, the image to ${written.sha256}`,
-            );
-          }
-        },
-        `sha256 ${written.sha256.slice(0, 16)}... matches`,
-      );
+      const written = await ctx.steps.run("verify", () => run.verify(), run.verifyDetail);
       return written;
     } catch (err) {
       early?.destroy();
@@ -481,87 +473,225 @@ export async function writeAndVerify(
   throw new UploadError("remote_command_failed", "the data phase did not complete");
 }
 
+/** A write that finished: what it wrote, and how to prove the disk holds it (the step "verify"). */
+interface WriteRun {
+  verify(): Promise<WriteOutcome>;
+  verifyDetail: (w: WriteOutcome) => string;
+}
+
+function verifiedDetail(w: WriteOutcome): string {
+  return `sha256 ${w.sha256.slice(0, 16)}... matches`;
+}
+
+/** The classic verification: read the disk back after the write and hash it. */
+function readBackAfterwards(ctx: UploadContext, conn: SshConnection, written: WriteOutcome): WriteRun {
+  return {
+    async verify() {
+      const r = await ctx.runScript(conn, verifyScript(written.rawSize), "verifying the disk", {
+        signal: ctx.signal,
+      });
+      checkDiskHash(r["disk-sha256"], written.sha256, written.rawSize);
+      return written;
+    },
+    verifyDetail: (w) => `${verifiedDetail(w)} (read back after the write)`,
+  };
+}
+
+function checkDiskHash(disk: string | undefined, expected: string, bytes: number): void {
+  if (disk !== expected) {
+    throw new UploadError(
+      "verification_failed",
+      `The disk's first ${bytes} bytes hash to ${disk ?? "(nothing)"}, the image to ${expected}`,
+    );
+  }
+}
+
 async function writeOnce(
   ctx: UploadContext,
   conn: SshConnection,
   wp: WritePlan,
   early: LocalStream | undefined,
-): Promise<WriteOutcome> {
-  return ctx.steps.run(
+): Promise<WriteRun> {
+  if (wp.url !== undefined) {
+    const written = await ctx.steps.run(
+      "write",
+      () => writeFromUrl(ctx, conn, wp),
+      (r) => `${r.rawSize} bytes, ${r.transfer}`,
+    );
+    return readBackAfterwards(ctx, conn, written);
+  }
+  const path = wp.path;
+  if (path === undefined) throw new Error("write plan without path or url");
+  const stream = early ?? startStream(ctx, { ...wp, path });
+  if (stream.framing === "extents") return writeExtents(ctx, conn, wp, path, stream);
+  const written = await ctx.steps.run(
     "write",
-    async () => {
-      if (wp.url !== undefined) return writeFromUrl(ctx, conn, wp);
-      const path = wp.path;
-      if (path === undefined) throw new Error("write plan without path or url");
-      const stream = early ?? startStream(ctx, { ...wp, path });
-      const input: WriteInput = { kind: "stdin" };
-      const script = writeScript({
-        input,
-        compression: stream.wireCompression,
-        format: wp.remoteFormat,
-        ...(wp.expectedBytes !== undefined ? { expectedBytes: wp.expectedBytes } : {}),
-        ...(wp.virtualSize !== undefined ? { virtualSize: wp.virtualSize } : {}),
-      });
-      const baseRead = ctx.bytesRead;
-      const baseSent = ctx.bytesSent;
-      let lastEmit = 0;
-      // Progress counts bytes read from the local file.
-      const total = (await stat(path)).size;
-      const emit = (force = false) => {
-        const now = Date.now();
-        if (!force && now - lastEmit < 200) return;
-        lastEmit = now;
-        ctx.steps.data("write", ctx.bytesRead, ctx.bytesSent, total);
-      };
-      let result: Record<string, string>;
-      try {
-        result = await ctx.runScript(conn, script, "writing the image", {
-          stdin: stream.output,
-          exitCodes: { [EXIT_NO_ROOM]: "rescue_space", [EXIT_SIZE_MISMATCH]: "corrupt_source" },
-          signal: ctx.signal,
-          onProgress: (p) => {
-            ctx.bytesSent = baseSent + p.stdinBytes;
-            ctx.bytesRead = baseRead + stream.bytesRead();
-            emit();
-          },
-        });
-      } catch (err) {
-        stream.destroy();
-        // A local failure (corrupt data, compressor) explains a remote failure better than the remote tail.
-        const local = await stream.finish().then(
-          () => undefined,
-          (e: unknown) => e,
-        );
-        if (local instanceof UploadError && !(err instanceof ConnectionLostError)) throw local;
-        throw err;
-      }
-      const local = await stream.finish();
-      ctx.bytesRead = baseRead + stream.bytesRead();
-      emit(true);
-      const expected = wp.payloadSha256 ?? local.sha256;
-      const streamSha = result["stream-sha256"];
-      const streamBytes = Number(result["stream-bytes"]);
-      if (!expected || streamSha !== expected) {
-        throw new UploadError(
-          "verification_failed",
-          `The rescue system received data hashing to ${streamSha ?? "(nothing)"}, but the image hashes to ${expected ?? "(unknown)"}`,
-        );
-      }
-      if (wp.remoteFormat === "qcow2") {
-        const raw = result["raw-sha256"];
-        const rawBytes = Number(result["raw-bytes"]);
-        if (!raw || !/^[0-9a-f]{64}$/.test(raw))
-          throw new UploadError("verification_failed", "no raw hash after conversion");
-        return {
-          sha256: raw,
-          rawSize: rawBytes,
-          transfer: `${stream.description}, converted in the rescue system`,
-        };
-      }
-      return { sha256: streamSha, rawSize: streamBytes, transfer: stream.description };
-    },
+    () => writeImageStream(ctx, conn, wp, path, stream),
     (r) => `${r.rawSize} bytes, ${r.transfer}`,
   );
+  return readBackAfterwards(ctx, conn, written);
+}
+
+/** Progress of a local stream as the write step's data events (bytes read from the file, bytes sent). */
+function progressOf(ctx: UploadContext, stream: LocalStream, total: number) {
+  const baseRead = ctx.bytesRead;
+  const baseSent = ctx.bytesSent;
+  let lastEmit = 0;
+  const emit = (force = false) => {
+    const now = Date.now();
+    if (!force && now - lastEmit < 200) return;
+    lastEmit = now;
+    ctx.steps.data("write", ctx.bytesRead, ctx.bytesSent, total);
+  };
+  return {
+    onProgress: (p: { stdinBytes: number }) => {
+      ctx.bytesSent = baseSent + p.stdinBytes;
+      ctx.bytesRead = baseRead + stream.bytesRead();
+      emit();
+    },
+    done: () => {
+      ctx.bytesRead = baseRead + stream.bytesRead();
+      emit(true);
+    },
+  };
+}
+
+/** A local failure (corrupt data, compressor) explains a remote failure better than the remote tail. */
+async function preferLocalFailure(stream: LocalStream, err: unknown): Promise<never> {
+  stream.destroy();
+  const local = await stream.finish().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (local instanceof UploadError && !(err instanceof ConnectionLostError)) throw local;
+  throw err;
+}
+
+/**
+ * The extent stream: the rescue system writes the image's non-zero runs and reads the disk back behind itself while
+ * the rest is still arriving. The step "write" ends when the last run is written and flushed (the script says so on
+ * stdout); "verify" waits for the rest of the read-back and compares the disk's sha256 with the image's.
+ */
+async function writeExtents(
+  ctx: UploadContext,
+  conn: SshConnection,
+  wp: WritePlan,
+  path: string,
+  stream: LocalStream,
+): Promise<WriteRun> {
+  const script = extentWriteScript({
+    compression: stream.wireCompression,
+    ...(wp.expectedBytes !== undefined ? { expectedBytes: wp.expectedBytes } : {}),
+  });
+  const total = (await stat(path)).size;
+  const progress = progressOf(ctx, stream, total);
+  let markSeen: () => void = () => undefined;
+  const written = new Promise<void>((resolve) => (markSeen = resolve));
+  let stdout = "";
+  const remote = ctx.runScript(conn, script, "writing the image", {
+    stdin: stream.output,
+    exitCodes: {
+      [EXIT_NO_ROOM]: "rescue_space",
+      [EXIT_SIZE_MISMATCH]: "corrupt_source",
+      [EXIT_BAD_STREAM]: "remote_command_failed",
+    },
+    signal: ctx.signal,
+    onProgress: progress.onProgress,
+    onStdout: (chunk) => {
+      if (stdout.length < 4096) stdout += chunk.toString("latin1");
+      if (stdout.includes(WRITTEN_MARK)) markSeen();
+    },
+  });
+  remote.catch(() => undefined); // awaited below; this only keeps an early failure from being unhandled
+  let hashTool: string | undefined;
+  const outcome = await ctx.steps.run(
+    "write",
+    async (): Promise<WriteOutcome> => {
+      try {
+        await Promise.race([written, remote]);
+      } catch (err) {
+        return preferLocalFailure(stream, err);
+      }
+      const local = await stream.finish();
+      progress.done();
+      const sha256 = wp.payloadSha256 ?? local.sha256;
+      const stats = stream.extentStats();
+      if (!sha256 || !stats) throw new Error("extent stream finished without its hash or statistics");
+      return { sha256, rawSize: stats.totalBytes, transfer: stream.description, dataBytes: stats.dataBytes };
+    },
+    (r) =>
+      `${r.rawSize} bytes, ${r.transfer}; zero blocks skipped: ${r.dataBytes ?? 0} bytes sent as data in ${stream.extentStats()?.extents ?? 0} run(s)`,
+  );
+  return {
+    async verify() {
+      const r = await remote;
+      if (Number(r["disk-bytes"]) !== outcome.rawSize) {
+        throw new UploadError(
+          "verification_failed",
+          `The rescue system read back ${r["disk-bytes"] ?? "no"} bytes, the image has ${outcome.rawSize}`,
+        );
+      }
+      checkDiskHash(r["disk-sha256"], outcome.sha256, outcome.rawSize);
+      hashTool = r["hash-tool"];
+      return outcome;
+    },
+    verifyDetail: (w) =>
+      `${verifiedDetail(w)} (read back behind the writer${hashTool ? `, ${hashTool}` : ""})`,
+  };
+}
+
+/** Any other local file: its bytes as they are (compressed file) or compressed on the fly, hashed on both sides. */
+async function writeImageStream(
+  ctx: UploadContext,
+  conn: SshConnection,
+  wp: WritePlan,
+  path: string,
+  stream: LocalStream,
+): Promise<WriteOutcome> {
+  const input: WriteInput = { kind: "stdin" };
+  const script = writeScript({
+    input,
+    compression: stream.wireCompression,
+    format: wp.remoteFormat,
+    ...(wp.expectedBytes !== undefined ? { expectedBytes: wp.expectedBytes } : {}),
+    ...(wp.virtualSize !== undefined ? { virtualSize: wp.virtualSize } : {}),
+  });
+  // Progress counts bytes read from the local file.
+  const progress = progressOf(ctx, stream, (await stat(path)).size);
+  let result: Record<string, string>;
+  try {
+    result = await ctx.runScript(conn, script, "writing the image", {
+      stdin: stream.output,
+      exitCodes: { [EXIT_NO_ROOM]: "rescue_space", [EXIT_SIZE_MISMATCH]: "corrupt_source" },
+      signal: ctx.signal,
+      onProgress: progress.onProgress,
+    });
+  } catch (err) {
+    return preferLocalFailure(stream, err);
+  }
+  const local = await stream.finish();
+  progress.done();
+  const expected = wp.payloadSha256 ?? local.sha256;
+  const streamSha = result["stream-sha256"];
+  const streamBytes = Number(result["stream-bytes"]);
+  if (!expected || streamSha !== expected) {
+    throw new UploadError(
+      "verification_failed",
+      `The rescue system received data hashing to ${streamSha ?? "(nothing)"}, but the image hashes to ${expected ?? "(unknown)"}`,
+    );
+  }
+  if (wp.remoteFormat === "qcow2") {
+    const raw = result["raw-sha256"];
+    const rawBytes = Number(result["raw-bytes"]);
+    if (!raw || !/^[0-9a-f]{64}$/.test(raw))
+      throw new UploadError("verification_failed", "no raw hash after conversion");
+    return {
+      sha256: raw,
+      rawSize: rawBytes,
+      transfer: `${stream.description}, converted in the rescue system`,
+    };
+  }
+  return { sha256: streamSha, rawSize: streamBytes, transfer: stream.description };
 }
 
 async function writeFromUrl(ctx: UploadContext, conn: SshConnection, wp: WritePlan): Promise<WriteOutcome> {
