@@ -4,10 +4,12 @@
  * server, booting the rescue system, the data phase (connect, discard, write, verify; retried on a dropped SSH
  * connection) and shutting down.
  */
-import { stat } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
 import { isHCloudError } from "../hcloud/errors.js";
 import type { Architecture, Location, Server, ServerType } from "../hcloud/schema.js";
-import { connect, generateKeyPair, type SshConnection, type SshKeyPair } from "../ssh/index.js";
+import { ExecError, connect, generateKeyPair, type SshConnection, type SshKeyPair } from "../ssh/index.js";
 import { defaultCodec, type CodecSpec } from "./compress.js";
 import { convertQcow2ToRaw } from "./convert.js";
 import { RunContext, type RunOptions, type RunOutcome } from "../run/context.js";
@@ -39,6 +41,18 @@ import {
   type ImageFormat,
   type ImageSource,
 } from "./source.js";
+import {
+  ALWAYS_MEASURED,
+  CANDIDATE_LEVELS,
+  chooseLevel,
+  describeChoice,
+  measureHash,
+  measureLevel,
+  probeLink,
+  readSample,
+  type LevelInput,
+  type LevelSample,
+} from "./level.js";
 import { DEFAULT_READ_AHEAD_BYTES, startLocalStream, type LocalStream } from "./stream.js";
 import { tool, type LocalTools } from "./tools.js";
 
@@ -60,6 +74,7 @@ export type UploadStep =
   | "poweron"
   | "connect"
   | "discard"
+  | "measure"
   | "write"
   | "verify"
   | "shutdown"
@@ -106,9 +121,16 @@ export class UploadContext extends RunContext<CommonOptions, UploadStep> {
   bytesRead = 0;
   bytesSent = 0;
   bytesHashed = 0;
+  /** The zstd level chosen from the measured link and CPU (kept for a retried data phase). */
+  levelChoice: LevelReport | undefined;
 
   override outcome(): UploadOutcome {
-    return { ...super.outcome(), bytesRead: this.bytesRead, bytesSent: this.bytesSent };
+    return {
+      ...super.outcome(),
+      bytesRead: this.bytesRead,
+      bytesSent: this.bytesSent,
+      ...(this.levelChoice ? { levelChoice: this.levelChoice } : {}),
+    };
   }
 
   /** A script in the rescue system, its errors named for this operation. */
@@ -128,6 +150,20 @@ export interface UploadOutcome extends RunOutcome<UploadStep> {
   bytesRead: number;
   /** Bytes sent over SSH (after compression). */
   bytesSent: number;
+  /** The compression level chosen at the start of the data phase, and from what. */
+  levelChoice?: LevelReport;
+}
+
+/** What the step "measure" found and chose. */
+export interface LevelReport {
+  level: number;
+  /** The probe's rate towards the server. */
+  linkMbitPerSecond: number;
+  cores: number;
+  bound: "link" | "cpu";
+  /** The measured levels: single-threaded MB/s of input and compressed/input ratio on the image's sample. */
+  measured: { level: number; mbPerSecond: number; ratio: number }[];
+  detail: string;
 }
 
 // ---- Steps shared with write-to-disk ----
@@ -442,12 +478,27 @@ export async function writeAndVerify(
   const attempts = Math.max(1, ctx.opts.writeAttempts ?? 2);
   let early = firstStream;
   for (let attempt = 1; attempt <= attempts; attempt++) {
-    const conn = await connectRescue(ctx, server, pair);
+    // Compressing a sample needs no server: it runs while the connection is made.
+    const calibrating = ctx.levelChoice ? undefined : startCalibration(ctx, wp, early);
+    let measuring: Promise<void> | undefined;
+    const conn = await connectRescue(ctx, server, pair).catch(async (err: unknown) => {
+      await calibrating?.dispose();
+      throw err;
+    });
     try {
-      await ctx.steps.run("discard", () =>
-        ctx.runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
-      );
-      const run = await writeOnce(ctx, conn, wp, early);
+      measuring = calibrating ? measureAndChoose(ctx, conn, calibrating) : undefined;
+      await Promise.all([
+        ctx.steps.run("discard", () =>
+          ctx.runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
+        ),
+        measuring,
+      ]);
+      let plan = wp;
+      if (ctx.levelChoice && wp.codec.codec === "zstd" && wp.codec.level === undefined) {
+        if (early?.switchable) early.switchable.setLevel(ctx.levelChoice.level);
+        plan = { ...wp, codec: { ...wp.codec, level: ctx.levelChoice.level } };
+      }
+      const run = await writeOnce(ctx, conn, plan, early);
       early = undefined;
       const written = await ctx.steps.run("verify", () => run.verify(), run.verifyDetail);
       return written;
@@ -468,9 +519,117 @@ export async function writeAndVerify(
       throw err;
     } finally {
       await conn.close().catch(() => undefined);
+      await measuring?.catch(() => undefined);
+      await calibrating?.dispose();
     }
   }
   throw new UploadError("remote_command_failed", "the data phase did not complete");
+}
+
+interface Calibrating {
+  zstd: string;
+  /** The sample (in a temporary file), its hash cost and the first levels measured (cheap, needed on every link). */
+  first: Promise<{ sampleFile: string; hashSecondsPerByte: number; samples: LevelSample[] } | undefined>;
+  /** Remove the sample file (after the first measurements, whatever happened). */
+  dispose(): Promise<void>;
+}
+
+/**
+ * Start measuring the compressor when the level is hetznix's to choose: zstd without a level given, a local file
+ * compressed on the fly. Undefined otherwise.
+ */
+function startCalibration(
+  ctx: UploadContext,
+  wp: WritePlan,
+  early: LocalStream | undefined,
+): Calibrating | undefined {
+  if (wp.codec.codec !== "zstd" || wp.codec.level !== undefined || wp.path === undefined) return undefined;
+  if (wp.compression !== "none") return undefined;
+  if (early && !early.switchable) return undefined;
+  const zstd = tool(ctx.opts.tools, "zstd");
+  if (!zstd) return undefined;
+  const path = wp.path;
+  let dir: string | undefined;
+  const first = (async () => {
+    const size = (await stat(path)).size;
+    const sample = await readSample(path, size);
+    if (sample.length < 64 * 1024) return undefined;
+    const hashSecondsPerByte = measureHash(sample);
+    dir = await mkdtemp(join(ctx.opts.tmpDir ?? tmpdir(), "hetznix-sample-"));
+    const sampleFile = join(dir, "sample");
+    await writeFile(sampleFile, sample, { mode: 0o600 });
+    const samples: LevelSample[] = [];
+    for (const level of CANDIDATE_LEVELS.slice(0, ALWAYS_MEASURED)) {
+      samples.push(await measureLevel(zstd, level, sampleFile));
+    }
+    return { sampleFile, hashSecondsPerByte, samples };
+  })();
+  first.catch(() => undefined);
+  return {
+    zstd,
+    first,
+    async dispose() {
+      await first.catch(() => undefined);
+      if (dir) await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Step "measure": the link's rate (a short probe through the connection) and the compressor's speed and ratio at
+ * rising levels on a sample of the image, until a level is CPU-bound (a higher one could only be slower); then
+ * chooseLevel. Best effort: without a measurement the default level stays.
+ */
+async function measureAndChoose(ctx: UploadContext, conn: SshConnection, cal: Calibrating): Promise<void> {
+  await ctx.steps
+    .run(
+      "measure",
+      async () => {
+        const [probe, first] = await Promise.all([
+          probeLink(conn, { signal: ctx.signal }).catch((err: unknown) => {
+            // A dropped connection is the data phase's to retry, as in any other of its steps.
+            if (err instanceof ExecError && (err.kind === "connection-lost" || err.kind === "channel-failed"))
+              throw new ConnectionLostError(`SSH connection lost during measuring the link`, { cause: err });
+            throw err;
+          }),
+          cal.first.catch(() => undefined),
+        ]);
+        if (!first) return undefined;
+        const cores = Math.max(1, availableParallelism());
+        const samples = [...first.samples];
+        const input = (): LevelInput => ({
+          linkBytesPerSecond: probe.bytesPerSecond,
+          cores,
+          otherSecondsPerByte: first.hashSecondsPerByte,
+          samples,
+        });
+        let choice = chooseLevel(input());
+        for (const level of CANDIDATE_LEVELS.slice(samples.length)) {
+          if (!choice.measureHigher || ctx.signal.aborted) break;
+          samples.push(await measureLevel(cal.zstd, level, first.sampleFile));
+          choice = chooseLevel(input());
+        }
+        const report: LevelReport = {
+          level: choice.level,
+          linkMbitPerSecond: Math.round((probe.bytesPerSecond * 8) / 1e5) / 10,
+          cores,
+          bound: choice.bound,
+          measured: samples.map((x) => ({
+            level: x.level,
+            mbPerSecond: Math.round(1 / x.secondsPerByte / 1e5) / 10,
+            ratio: Math.round(x.ratio * 1000) / 1000,
+          })),
+          detail: describeChoice(choice, input()),
+        };
+        ctx.levelChoice = report;
+        return report;
+      },
+      (r) => (r ? `zstd ${r.detail}` : "no sample of data to measure: default level"),
+    )
+    .catch((err: unknown) => {
+      if (ctx.signal.aborted || err instanceof ConnectionLostError) throw err;
+      ctx.steps.note(`measuring the link and compressor failed (${(err as Error).message}); zstd -3 it is`);
+    });
 }
 
 /** A write that finished: what it wrote, and how to prove the disk holds it (the step "verify"). */

@@ -6,7 +6,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream, type ReadStream } from "node:fs";
 import { PassThrough, Transform, type Readable, type TransformCallback } from "node:stream";
-import { startCompressor, type CodecSpec, type Compressor } from "./compress.js";
+import { startCompressor, type CodecSpec, type Compressor, type SwitchableCompressor } from "./compress.js";
 import { UploadError } from "./errors.js";
 import { EXTENT_BLOCK, ExtentFramer, type ExtentStats } from "./extents.js";
 import { spawnStage, type SpawnedStage } from "./proc.js";
@@ -35,8 +35,10 @@ export interface LocalStream {
   readonly output: Readable;
   /** Compression of `output` (what the rescue system must undo). */
   readonly wireCompression: Compression;
-  /** e.g. "zstd -3 -T0" or "sent as is (xz)". */
+  /** e.g. "zstd -3 -T0" or "sent as is (xz)" (a getter: it names every level used so far). */
   readonly description: string;
+  /** The compressor when its level can be changed mid-stream (zstd), else undefined. */
+  readonly switchable: SwitchableCompressor | undefined;
   /** "extents": an extent stream (see extents.ts); "image": the image's bytes, all of them. */
   readonly framing: "extents" | "image";
   /** What the extent stream carried so far (framing "extents"). */
@@ -80,7 +82,7 @@ export function startLocalStream(spec: LocalStreamSpec): LocalStream {
   // Whole blocks per read when framing, so the framer never copies.
   const file: ReadStream = createReadStream(spec.path, { highWaterMark: framer ? EXTENT_BLOCK : 1 << 20 });
   const buffer = new PassThrough({ highWaterMark: Math.max(1 << 20, readAhead) });
-  let compressor: Compressor | undefined;
+  let compressor: Compressor | SwitchableCompressor | undefined;
   let hashStage: SpawnedStage | undefined;
   let payloadHash: Hash | undefined;
   let payloadBytes = 0;
@@ -166,7 +168,10 @@ export function startLocalStream(spec: LocalStreamSpec): LocalStream {
   return {
     output: buffer,
     wireCompression,
-    description,
+    get description() {
+      return compressor ? compressor.description : description;
+    },
+    switchable: compressor && "setLevel" in compressor ? compressor : undefined,
     framing: framer ? "extents" : "image",
     extentStats: () => framer?.stats,
     bytesRead: () => tap.count,
