@@ -11,6 +11,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, truncate, writeFile } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
 import {
   EXTENT_BLOCK,
   ExtentFramer,
@@ -29,6 +30,7 @@ import {
 } from "../src/upload/rescue.js";
 
 const MiB = 1024 * 1024;
+const run = promisify(execFile);
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 /** Frame `image`, fed in chunks of `chunk` bytes. */
@@ -169,7 +171,26 @@ describe("extent write script (real bash, dd, zstd; a file as the disk)", () => 
     const r = await bash(extentWriteScript({ compression: "none", device: disk }), stream);
     assert.equal(r.code, 0, r.stderr);
     const res = parseResult(r.stdout);
+    assert.equal(res?.["holes"], "read-back", "a file is no block device: its holes are read back");
     assert.notEqual(res?.["disk-sha256"], sha(img));
+  });
+
+  it("on a block device that zeroes without writing, zeroes the holes (BLKZEROOUT) instead of reading them", async () => {
+    const img = sampleImage();
+    await writeFile(disk, Buffer.alloc(48 * MiB, 0x5a)); // old contents: only the zero-out makes the holes zeros
+    const { stdout } = await run("losetup", ["--find", "--show", disk]);
+    const loop = stdout.trim();
+    try {
+      const { stream } = await frame(img, MiB);
+      const r = await bash(extentWriteScript({ compression: "none", device: loop }), stream);
+      assert.equal(r.code, 0, r.stderr);
+      const res = parseResult(r.stdout);
+      assert.equal(res?.["holes"], "zeroed");
+      assert.equal(res?.["disk-sha256"], sha(img));
+    } finally {
+      await run("losetup", ["--detach", loop]);
+    }
+    assert.ok((await readFile(disk)).subarray(0, img.length).equals(img), "the holes are zeros on the disk");
   });
 
   it("fails on a truncated stream, a wrong size, a malformed header and data after the end mark", async () => {
