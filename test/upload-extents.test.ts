@@ -16,7 +16,10 @@ import {
   EXTENT_BLOCK,
   ExtentFramer,
   MAX_EXTENT_BYTES,
+  ZERO_ANNOUNCE_BYTES,
   decodeExtents,
+  isZero,
+  wantsFlush,
   endHeader,
   dataHeader,
 } from "../src/upload/extents.js";
@@ -76,6 +79,16 @@ function bash(
   });
 }
 
+let dir = "";
+let disk = "";
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), "hetznix-extents-"));
+  disk = join(dir, "sda");
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
 describe("extent stream", () => {
   it("carries exactly the image: zero blocks left out, runs bounded, tail kept, whatever the chunking", async () => {
     const img = sampleImage();
@@ -103,6 +116,45 @@ describe("extent stream", () => {
     }
   });
 
+  it("announces a long zero run (Z) as it goes, each announcement marked for the compressor to flush", async () => {
+    // Fed block by block from one zero buffer: 1 data block, 70 zero blocks, 1 data block.
+    const framer = new ExtentFramer();
+    const out: Buffer[] = [];
+    framer.on("data", (c: Buffer) => out.push(c));
+    const ended = new Promise<void>((resolve) => framer.on("end", resolve));
+    const data = randomBytes(EXTENT_BLOCK);
+    const zeros = Buffer.alloc(EXTENT_BLOCK);
+    framer.write(data);
+    for (let i = 0; i < 70; i++) framer.write(zeros);
+    framer.write(data);
+    framer.end();
+    await ended;
+    const headers = out.filter((c) => c.length < 64).map((c) => c.toString("latin1").trim());
+    assert.deepEqual(headers, [
+      `D 0 ${EXTENT_BLOCK}`,
+      `Z ${EXTENT_BLOCK} ${ZERO_ANNOUNCE_BYTES}`,
+      `D ${71 * EXTENT_BLOCK} ${EXTENT_BLOCK}`,
+      `E ${72 * EXTENT_BLOCK}`,
+    ]);
+    assert.equal(out.filter(wantsFlush).length, 1, "only the Z header asks for a flush");
+    const stream = Buffer.concat(out);
+    const img = decodeExtents(stream);
+    assert.ok(img.subarray(0, EXTENT_BLOCK).equals(data) && img.subarray(71 * EXTENT_BLOCK).equals(data));
+    assert.ok(
+      isZero(img.subarray(EXTENT_BLOCK, 2 * EXTENT_BLOCK)) &&
+        isZero(img.subarray(70 * EXTENT_BLOCK, 71 * EXTENT_BLOCK)),
+    );
+    // The rescue script takes it too.
+    await writeFile(disk, "");
+    await truncate(disk, img.length);
+    const r = await bash(
+      extentWriteScript({ compression: "none", device: disk, expectedBytes: img.length }),
+      stream,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(parseResult(r.stdout)?.["disk-sha256"], sha(img));
+  });
+
   it("an all-zero image is only its end mark; an empty one too", async () => {
     assert.deepEqual((await frame(Buffer.alloc(3 * EXTENT_BLOCK), MiB)).stream, endHeader(3 * EXTENT_BLOCK));
     assert.deepEqual((await frame(Buffer.alloc(0), MiB)).stream, endHeader(0));
@@ -110,16 +162,6 @@ describe("extent stream", () => {
 });
 
 describe("extent write script (real bash, dd, zstd; a file as the disk)", () => {
-  let dir = "";
-  let disk = "";
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), "hetznix-extents-"));
-    disk = join(dir, "sda");
-  });
-  after(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
-
   /** A fresh "discarded" disk: zeros, sparse. */
   async function blankDisk(bytes = 48 * MiB): Promise<void> {
     await writeFile(disk, "");

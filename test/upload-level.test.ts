@@ -10,6 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { startSwitchableZstd } from "../src/upload/compress.js";
+import { zeroHeader } from "../src/upload/extents.js";
+import { sleep } from "../src/util/time.js";
 import {
   chooseLevel,
   describeChoice,
@@ -128,6 +130,36 @@ describe("compression level: measurements and the switchable zstd", () => {
       const noise = await measureLevel(zstd!, -1, sampleFile);
       assert.equal(noise.level, -1);
       assert.ok(noise.ratio > 0.99, "random data does not");
+    },
+  );
+
+  it(
+    "ends its frame at a FLUSH-marked chunk, so what came before goes out without more input",
+    { skip: !zstd },
+    async () => {
+      const c = startSwitchableZstd(zstd!, 3);
+      const chunks: Buffer[] = [];
+      c.output.on("data", (b: Buffer) => chunks.push(b));
+      const data = randomBytes(100_000);
+      const mark = zeroHeader(0, 1);
+      c.input.write(data);
+      c.input.write(mark);
+      const decompress = (b: Buffer) =>
+        new Promise<Buffer>((resolve, reject) => {
+          const d = execFile(zstd!, ["-d", "-c", "-q"], { encoding: "buffer", maxBuffer: 1 << 24 }, (e, o) =>
+            e ? reject(e) : resolve(o),
+          );
+          d.stdin?.end(b);
+        });
+      const want = Buffer.concat([data, mark]);
+      let got: Buffer = Buffer.alloc(0);
+      for (let i = 0; i < 100 && !got.equals(want); i++) {
+        await sleep(20);
+        got = await decompress(Buffer.concat(chunks)).catch(() => Buffer.alloc(0));
+      }
+      assert.ok(got.equals(want), "the frame before the mark is complete while the input is still open");
+      c.input.end();
+      await c.done;
     },
   );
 

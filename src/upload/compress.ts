@@ -6,6 +6,7 @@
 import { createGzip } from "node:zlib";
 import { PassThrough, Writable, type Readable } from "node:stream";
 import { UploadError } from "./errors.js";
+import { wantsFlush } from "./extents.js";
 import { levelArgs, levelName } from "./level.js";
 import { spawnStage, type SpawnedStage } from "./proc.js";
 import { tool, type LocalTools } from "./tools.js";
@@ -51,7 +52,8 @@ export interface SwitchableCompressor extends Compressor {
 /**
  * zstd, one process per level in turn: input goes to the current process; after setLevel, the next input first ends
  * that process (its frame completes and its output drains) and starts one at the new level. A process starts only
- * when input arrives, so setLevel before any input costs nothing.
+ * when input arrives, so setLevel before any input costs nothing. A chunk with the FLUSH mark (extents.ts) ends the
+ * current frame after it, so what was written so far goes out without waiting for more input.
  */
 export function startSwitchableZstd(zstd: string, level: number, threads = 0): SwitchableCompressor {
   const output = new PassThrough({ highWaterMark: 1 << 20 });
@@ -99,8 +101,10 @@ export function startSwitchableZstd(zstd: string, level: number, threads = 0): S
         if (current && current.level !== wanted) await finishCurrent();
         if (!current) start();
         const stdin = current!.stage.child.stdin;
-        if (stdin.write(chunk)) cb();
-        else stdin.once("drain", () => cb());
+        if (!stdin.write(chunk)) await new Promise((resolve) => stdin.once("drain", resolve));
+        // End the frame here (extents.ts marks the chunks that should go out at once).
+        if (wantsFlush(chunk)) await finishCurrent();
+        cb();
       })().catch((e: Error) => {
         fail(e);
         cb(e);

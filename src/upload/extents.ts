@@ -7,10 +7,13 @@
  * Format (what `extentWriteScript` in rescue.ts reads with bash and dd):
  *
  *   D <offset> <length>\n  followed by <length> bytes of the image from <offset>   (any number of these, in order)
+ *   Z <offset> <length>\n  <length> bytes of zeros from <offset>                   (a long zero run, see below)
  *   E <total>\n                                                                    (once, last: the image's size)
  *
  * Offsets are multiples of EXTENT_BLOCK; a run holds at most MAX_EXTENT_BYTES; the last run may end in a partial
- * block (the image's tail).
+ * block (the image's tail). Zeros between runs need no frame; a zero run is announced with Z every ZERO_ANNOUNCE_BYTES
+ * so the rescue system can zero and hash it while this side still reads it (else a long zero tail would all wait for
+ * the end mark). A Z header carries the FLUSH mark: the compressor ends its frame there, so it is sent at once.
  */
 import { Transform, type TransformCallback } from "node:stream";
 
@@ -18,6 +21,16 @@ import { Transform, type TransformCallback } from "node:stream";
 export const EXTENT_BLOCK = 4 * 1024 * 1024;
 /** Largest run in one frame: what the client holds before sending a header, and one dd in the rescue system. */
 export const MAX_EXTENT_BYTES = 4 * EXTENT_BLOCK;
+/** A zero run is announced (Z) once it is this long, and again every time it grows by as much. */
+export const ZERO_ANNOUNCE_BYTES = 64 * EXTENT_BLOCK;
+
+/** On a chunk of the extent stream: a compressor should end its frame after it (so it goes out now). */
+export const FLUSH: unique symbol = Symbol("hetznix.extents.flush");
+
+/** Whether `chunk` carries the FLUSH mark. */
+export function wantsFlush(chunk: unknown): boolean {
+  return typeof chunk === "object" && chunk !== null && FLUSH in chunk;
+}
 
 const ZERO = Buffer.alloc(EXTENT_BLOCK);
 
@@ -27,6 +40,12 @@ export function isZero(block: Buffer): boolean {
 
 export function dataHeader(offset: number, length: number): Buffer {
   return Buffer.from(`D ${offset} ${length}\n`, "latin1");
+}
+
+export function zeroHeader(offset: number, length: number): Buffer {
+  const b = Buffer.from(`Z ${offset} ${length}\n`, "latin1");
+  Object.defineProperty(b, FLUSH, { value: true });
+  return b;
 }
 
 export function endHeader(total: number): Buffer {
@@ -50,6 +69,8 @@ export class ExtentFramer extends Transform {
   private run: Buffer[] = [];
   private runBytes = 0;
   private runStart = 0;
+  /** Where the zeros not yet announced start. */
+  private zeroStart = 0;
   readonly stats: ExtentStats = { extents: 0, dataBytes: 0, totalBytes: 0 };
 
   constructor() {
@@ -92,6 +113,11 @@ export class ExtentFramer extends Transform {
   private block(b: Buffer): void {
     if (isZero(b)) {
       this.sendRun();
+      const end = this.offset + b.length;
+      if (end - this.zeroStart >= ZERO_ANNOUNCE_BYTES) {
+        this.push(zeroHeader(this.zeroStart, end - this.zeroStart));
+        this.zeroStart = end;
+      }
     } else {
       if (this.runBytes === 0) this.runStart = this.offset;
       this.run.push(b);
@@ -107,6 +133,7 @@ export class ExtentFramer extends Transform {
     for (const b of this.run) this.push(b);
     this.stats.extents++;
     this.stats.dataBytes += this.runBytes;
+    this.zeroStart = this.runStart + this.runBytes;
     this.run = [];
     this.runBytes = 0;
   }
@@ -127,6 +154,7 @@ export function decodeExtents(stream: Buffer, zeroFill = 0): Buffer {
       for (const p of pieces) p.data.copy(out, p.offset);
       return out;
     }
+    if (tag === "Z") continue;
     if (tag !== "D") throw new Error(`bad frame tag ${tag}`);
     const len = Number(b);
     pieces.push({ offset: Number(a), data: stream.subarray(pos, pos + len) });
