@@ -207,15 +207,17 @@ export interface ExtentWriteSpec {
 /**
  * Write an extent stream (see extents.ts) from stdin onto the disk, and prove what the disk holds while it is written:
  *
- * - the writer decompresses the stream and puts each run with one dd where it belongs (direct I/O), then tells the
- *   reader how far the disk is written;
- * - the reader, one step behind, reads the disk back from where it stopped up to that point (the runs just written
- *   and the discarded blocks before them, as the device returns them) into one sha256 over the whole image;
- * - after the end mark: flush, read back the rest up to the image's size, and print the disk's sha256.
+ * - the writer decompresses the stream and puts each run with one dd where it belongs (direct I/O); each range of
+ *   zeros before it (or announced by Z, or after the last run) is zeroed with BLKZEROOUT where the device does that
+ *   without writing, else left as discarded; it tells the reader what it did, in disk order;
+ * - the reader, one step behind, reads back from the device what was written and every hole not zeroed that way, and
+ *   hashes zeros for the zeroed ones, into one sha256 over the whole image;
+ * - after the end mark: flush, let the reader finish, print the disk's sha256.
  *
  * So on a slow link the read-back happens while the next bytes are still on the way, and the verification costs
  * almost nothing at the end. Prints WRITTEN_MARK once the writer is done, then
- * `HETZNIX-RESULT disk-sha256=.. disk-bytes=.. data-bytes=.. extents=.. hash-tool=.. direct-io=yes|no`.
+ * `HETZNIX-RESULT disk-sha256=.. disk-bytes=.. data-bytes=.. extents=.. hash-tool=.. direct-io=yes|no
+ * holes=zeroed|read-back`.
  */
 export function extentWriteScript(spec: ExtentWriteSpec): string {
   const device = spec.device ?? DISK_DEVICE;
@@ -232,7 +234,6 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     "trap cleanup EXIT",
     'mkfifo "$work/marks" "$work/back"',
     'h256 < "$work/back" > "$work/sha" & pids="$pids $!"',
-    // The reader: marks are byte offsets up to which the disk is written, in increasing order.
     // Holes (the image's zero blocks, never sent): zeroed with BLKZEROOUT when the device does that without
     // writing (its queue says so, or /sys is not there to ask), so they are zeros by the kernel's guarantee; else
     // (or when that fails) read back like the data.
