@@ -562,7 +562,7 @@ function render(
   lines.push(`# Benchmarks (${kind})`, "");
   if (opts.note) lines.push(opts.note, "");
   lines.push(
-    "Made by `npm run bench` (full: 4 GiB image, about 35 minutes with the default runs) or `npm run bench -- --quick` (1 GiB image, " +
+    "Made by `npm run bench` (full: 4 GiB image; the Date line says how long the run below took) or `npm run bench -- --quick` (1 GiB image, " +
       "under 10 minutes; writes bench/.work/quick.md). Needs root, tc, OpenSSH, zstd, e2fsprogs and GNU time; the " +
       "images are cached in bench/.work/. `npm run bench -- --help` lists the options.",
     "",
