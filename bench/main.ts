@@ -11,7 +11,7 @@
  *    must find the existing snapshot.
  * Everything started (emulator, rescue hosts, tc qdisc, children, key file) is removed at the end and on Ctrl-C.
  */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -556,6 +556,7 @@ function render(
   whole: WholeResults | undefined,
   startedAt: Date,
   seconds: number,
+  load: { before: string; after: string },
 ): string {
   const lines: string[] = [];
   const kind = opts.quick ? "quick run" : "full run";
@@ -570,6 +571,7 @@ function render(
   lines.push(
     `- Date: ${startedAt.toISOString().replace("T", " ").slice(0, 16)} UTC; took ${(seconds / 60).toFixed(1)} min`,
     `- Command: \`${opts.command}\``,
+    `- Load (1, 5, 15 min averages from /proc/loadavg) at the start: ${load.before}; at the end: ${load.after}`,
     `- Machine: ${machine.cores} x ${machine.cpuModel}, ${machine.memoryGiB} GiB RAM, Linux ${machine.kernel}, Node ${machine.node}, ${machine.openssh}, ${machine.zstd}`,
     `- Image: ${image.name}, ext4 in a ${fmt.mib(image.sizeBytes)} raw disk image holding ${image.files} real files ` +
       `(${fmt.gb(image.fileBytes)} from /usr/share/doc, /usr/bin, /usr/sbin, /usr/lib); zstd -3: ${fmt.mb(image.zstd3Bytes)}`,
@@ -817,11 +819,18 @@ function render(
   return lines.join("\n");
 }
 
+/** The first three fields of /proc/loadavg ("0.12 0.30 0.41"). */
+async function loadAverage(): Promise<string> {
+  const text = await readFile("/proc/loadavg", "utf8").catch(() => "n/a n/a n/a");
+  return text.split(" ").slice(0, 3).join(" ");
+}
+
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   if (process.getuid?.() !== 0) throw new Error("the benchmark needs root (tc, loop devices, namespaces)");
   installSignalHandlers(log);
   const startedAt = new Date();
+  const loadBefore = await loadAverage();
   const t0 = Date.now();
   if (await sweepShaping()) log("removed a previous run's tc qdisc");
   try {
@@ -833,7 +842,8 @@ async function main(): Promise<void> {
     const local = await measureLocal(image);
     const data = opts.data ? await dataPhase(opts, image) : undefined;
     const whole = opts.whole ? await wholeUpload(opts, image) : undefined;
-    const md = render(opts, machine, image, local, data, whole, startedAt, (Date.now() - t0) / 1000);
+    const load = { before: loadBefore, after: await loadAverage() };
+    const md = render(opts, machine, image, local, data, whole, startedAt, (Date.now() - t0) / 1000, load);
     for (const file of opts.out) {
       await mkdir(dirname(file), { recursive: true });
       // Formatted as `prettier --check .` (npm run lint) expects, tables aligned.
