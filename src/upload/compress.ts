@@ -80,7 +80,7 @@ export function startSwitchableZstd(zstd: string, level: number, threads = 0): S
   const start = () => {
     const stage = spawnStage(zstd, args(wanted), `zstd ${args(wanted).join(" ")}`);
     stages.push(stage);
-    levels.push(wanted);
+    if (levels[levels.length - 1] !== wanted) levels.push(wanted);
     stage.done.catch((e: Error) => fail(e));
     stage.child.stdout.pipe(output, { end: false });
     const drained = new Promise<void>((resolve) => stage.child.stdout.once("end", resolve));
@@ -133,7 +133,7 @@ export function startSwitchableZstd(zstd: string, level: number, threads = 0): S
       output.destroy();
     },
     get description() {
-      // A new process starts only on a change of level, so neighbours differ.
+      // `levels` lists each change of level (a flush restarts zstd at the same level: not a change).
       return `zstd ${(levels.length > 0 ? levels : [wanted]).map(levelName).join(" then ")} -T${threads}`;
     },
     setLevel(l: number) {
