@@ -20,6 +20,7 @@ import {
   copyFile,
 } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { EXTENT_BLOCK, isZero } from "../src/upload/extents.js";
 
 export interface BenchImage {
   name: string;
@@ -31,6 +32,8 @@ export interface BenchImage {
   files: number;
   /** Size of `zstd -3` of the whole image (what the limit is computed from). */
   zstd3Bytes: number;
+  /** Bytes in the image's 4 MiB blocks that are not all zeros (what hetznix's extent stream carries). */
+  dataBytes: number;
   /** Blocks actually allocated by the image file on the host (it is sparse). */
   allocatedBytes: number;
   /** sha256 of the whole image (what a default upload's hash step computes before the data phase). */
@@ -94,7 +97,9 @@ export async function ensureImage(spec: ImageSpec, workDir: string, log: Log): P
     const allocatedBytes = (await stat(path)).blocks * 512;
     log(`image ${spec.name}: sha256`);
     const sha256 = (await run("sha256sum", [path])).split(" ")[0] ?? "";
+    const dataBytes = await nonZeroBytes(path);
     const image: BenchImage = {
+      dataBytes,
       name: spec.name,
       path,
       sizeBytes: spec.sizeBytes,
@@ -118,6 +123,11 @@ async function readCached(metaPath: string, path: string, spec: ImageSpec): Prom
     if (meta.sizeBytes !== spec.sizeBytes || st.size !== spec.sizeBytes || meta.path !== path)
       return undefined;
     if (!/^[0-9a-f]{64}$/.test(meta.sha256 ?? "")) return undefined;
+    if (typeof meta.dataBytes !== "number") {
+      // Metadata of an earlier version of this file: add what is missing.
+      meta.dataBytes = await nonZeroBytes(path);
+      await writeFile(metaPath, JSON.stringify(meta, null, 2) + "\n");
+    }
     return meta;
   } catch {
     return undefined;
@@ -224,4 +234,22 @@ export function run(cmd: string, args: string[]): Promise<string> {
       else reject(new Error(`${cmd} ${args.join(" ")} exited with ${code}: ${err.trim()}`));
     });
   });
+}
+
+/** Bytes of `path` in EXTENT_BLOCK-sized blocks that are not all zeros. */
+export async function nonZeroBytes(path: string): Promise<number> {
+  let total = 0;
+  const fh = await open(path, "r");
+  try {
+    const buf = Buffer.alloc(EXTENT_BLOCK);
+    for (let pos = 0, i = 0; i < 1 << 20; i++) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) break;
+      if (!isZero(buf.subarray(0, bytesRead))) total += bytesRead;
+      pos += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
+  return total;
 }

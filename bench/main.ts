@@ -11,7 +11,7 @@
  *    must find the existing snapshot.
  * Everything started (emulator, rescue hosts, tc qdisc, children, key file) is removed at the end and on Ctrl-C.
  */
-import { writeFile, mkdir } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -25,8 +25,9 @@ import {
   type BenchImage,
   type ImageSpec,
 } from "./images.js";
-import { installSignalHandlers, isStopping, runCleanups } from "./cleanup.js";
+import { installSignalHandlers, isStopping, onCleanup, runCleanups } from "./cleanup.js";
 import { measureChild, type Measurement } from "./measure.js";
+import { clientCommand, cpuPlan, placeOwnTree, type CpuMode, type CpuPlan } from "./cpu.js";
 import {
   measureLoopbackRate,
   shapeLoopback,
@@ -43,7 +44,18 @@ import {
   type DataPhaseRequest,
   type StepRecord,
 } from "./protocol.js";
-import { fmt, machineInfo, median, summarize, table, type ConfigResult, type RunSample } from "./report.js";
+import {
+  fmt,
+  levelsUsed,
+  machineInfo,
+  median,
+  summarize,
+  table,
+  verdict,
+  type ConfigResult,
+  type RunSample,
+  type Summary,
+} from "./report.js";
 import type { CodecSpec } from "../src/upload/compress.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -72,6 +84,8 @@ interface Options {
   codecs: CodecSpec[];
   whole: boolean;
   wholeRate: number;
+  /** CPU placements of the data phase, the first is the headline (split: each side its own cores). */
+  cpuModes: CpuMode[];
   data: boolean;
   out: string[];
   command: string;
@@ -90,7 +104,8 @@ function parseCodec(text: string): CodecSpec {
 }
 
 function codecLabel(c: CodecSpec): string {
-  if (c.codec === "zstd") return `zstd -${c.level ?? 3} -T${c.threads ?? 0}`;
+  if (c.codec === "zstd")
+    return c.level === undefined ? "zstd, level chosen" : `zstd -${c.level} -T${c.threads ?? 0}`;
   if (c.codec === "gzip") return `gzip -${c.level ?? 1}`;
   return "uncompressed";
 }
@@ -136,6 +151,7 @@ function parseOptions(argv: string[]): Options {
       "skip-whole": { type: "boolean", default: false },
       "skip-data": { type: "boolean", default: false },
       "whole-rate": { type: "string" },
+      cpu: { type: "string" },
       out: { type: "string" },
       "write-benchmarks": { type: "boolean", default: false },
       note: { type: "string" },
@@ -156,6 +172,8 @@ function parseOptions(argv: string[]): Options {
         "  --image-mib N        a custom image of N MiB (smoke tests)",
         "  --skip-data / --skip-whole   leave out the data-phase or the whole-upload part",
         "  --whole-rate N       link rate of the whole upload (default 100)",
+        "  --cpu LIST           data-phase CPU placements, the first the headline: split (client and rescue side on",
+        "                       cores of their own, as on Hetzner) and/or shared (default split,shared)",
         "  --out FILE           where the markdown goes (default BENCHMARKS.md; quick: bench/.work/quick.md)",
         "  --write-benchmarks   also write BENCHMARKS.md (for a quick run)",
         "  --note TEXT          a paragraph under the report's title",
@@ -191,6 +209,10 @@ function parseOptions(argv: string[]): Options {
     codecs: (values.codecs ?? "zstd").split(",").map(parseCodec),
     whole: !values["skip-whole"],
     wholeRate: int(values["whole-rate"], 100, 1),
+    cpuModes: (values.cpu ?? "split,shared").split(",").map((m) => {
+      if (m !== "split" && m !== "shared") throw new Error(`unknown CPU mode ${m}`);
+      return m;
+    }),
     data: !values["skip-data"],
     out,
     command: commandLine(argv),
@@ -259,8 +281,14 @@ function childEnv(bench: BenchEmulator): NodeJS.ProcessEnv {
   return { ...process.env, [ENDPOINT_ENV]: bench.emulator.endpoint, [TOKEN_ENV]: bench.emulator.token };
 }
 
-function runClient(req: ClientRequest, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Measurement> {
-  return measureChild(process.execPath, ["--import", "tsx", CLIENT, JSON.stringify(req)], {
+function runClient(
+  req: ClientRequest,
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+  plan: CpuPlan = cpuPlan("shared"),
+): Promise<Measurement> {
+  const c = clientCommand(plan, process.execPath, ["--import", "tsx", CLIENT, JSON.stringify(req)]);
+  return measureChild(c.cmd, c.args, {
     cwd: ROOT,
     env,
     timeoutMs,
@@ -285,7 +313,10 @@ async function oneRun(
   image: BenchImage,
   codec: CodecSpec,
   timeoutMs: number,
-): Promise<{ sample: RunSample; steps?: StepRecord[] }> {
+  plan: CpuPlan,
+): Promise<{ sample: RunSample; steps?: StepRecord[]; transfer?: string }> {
+  // This process's tree (emulator, proxies, rescue hosts) on the rescue side's cores; the client on its own.
+  await placeOwnTree(plan.rescue ?? plan.all);
   // Same start for both: an empty (discarded) disk, nothing pending in the page cache.
   await target.exec("blkdiscard --force /dev/sda && sync");
   const before = await shaping.counters();
@@ -293,8 +324,10 @@ async function oneRun(
   let m: Measurement;
   let wall: number;
   let steps: StepRecord[] | undefined;
+  let transfer: string | undefined;
   if (kind === "baseline") {
-    m = await measureChild("ssh", [...target.sshArgs, BASELINE_COMMAND], {
+    const c = clientCommand(plan, "ssh", [...target.sshArgs, BASELINE_COMMAND]);
+    m = await measureChild(c.cmd, c.args, {
       stdinFile: image.path,
       timeoutMs,
     });
@@ -310,10 +343,11 @@ async function oneRun(
       publicKey: target.pair.publicKey,
       codec,
     };
-    m = await runClient(req, childEnv(bench), timeoutMs);
+    m = await runClient(req, childEnv(bench), timeoutMs, plan);
     const r = parseClientResult(m);
     wall = r.seconds;
     steps = r.steps;
+    transfer = r.transfer;
   }
   const after = await shaping.counters();
   const proxyAfter = bench.rescueCounters(target.serverId);
@@ -326,7 +360,7 @@ async function oneRun(
     wireDownBytes: after.down.bytes - before.down.bytes,
     ...(proxyBefore && proxyAfter ? { proxyInBytes: proxyAfter.bytesIn - proxyBefore.bytesIn } : {}),
   };
-  return { sample, ...(steps ? { steps } : {}) };
+  return { sample, ...(steps ? { steps } : {}), ...(transfer ? { transfer } : {}) };
 }
 
 async function dataPhase(opts: Options, image: BenchImage): Promise<DataResults> {
@@ -359,17 +393,32 @@ async function dataPhase(opts: Options, image: BenchImage): Promise<DataResults>
         const baseline: ConfigResult = {
           label: "baseline",
           kind: "baseline",
+          placement: opts.cpuModes[0] ?? "split",
           rateMbit: rate,
           samples: [],
           errors: [],
         };
-        const ours: ConfigResult[] = opts.codecs.map((c) => ({
-          label: `hetznix, ${codecLabel(c)}`,
-          kind: "hetznix",
-          rateMbit: rate,
-          samples: [],
-          errors: [],
-        }));
+        // One configuration per codec and CPU placement; the first placement is the headline.
+        const ours: { cfg: ConfigResult; codec: CodecSpec; codecIndex: number; plan: CpuPlan }[] = [];
+        for (const mode of opts.cpuModes) {
+          for (const [codecIndex, codec] of opts.codecs.entries()) {
+            ours.push({
+              cfg: {
+                label: `hetznix, ${codecLabel(codec)}${mode === "shared" ? ", shared cores" : ""}`,
+                kind: "hetznix",
+                placement: mode,
+                rateMbit: rate,
+                samples: [],
+                errors: [],
+              },
+              codec,
+              codecIndex,
+              plan: cpuPlan(mode),
+            });
+          }
+        }
+        // The baseline is link-bound at these rates: it runs with the headline placement only.
+        const basePlan = cpuPlan(opts.cpuModes[0] ?? "split");
         const baselineRuns = opts.baselineRuns.perRate.get(rate) ?? opts.baselineRuns.default;
         const rounds = Math.max(opts.runs, baselineRuns, opts.codecs.length > 1 ? opts.codecRuns : 0);
         for (let i = 0; i < rounds && !isStopping(); i++) {
@@ -384,6 +433,7 @@ async function dataPhase(opts: Options, image: BenchImage): Promise<DataResults>
                 image,
                 { codec: "none" },
                 timeoutMs,
+                basePlan,
               );
               baseline.samples.push(sample);
               log(
@@ -394,13 +444,12 @@ async function dataPhase(opts: Options, image: BenchImage): Promise<DataResults>
               log(`  failed: ${(err as Error).message}`);
             }
           }
-          for (const [k, codec] of opts.codecs.entries()) {
-            const runs = k === 0 ? opts.runs : opts.codecRuns;
+          for (const { cfg, codec, codecIndex, plan } of ours) {
+            const runs = codecIndex === 0 ? opts.runs : opts.codecRuns;
             if (i >= runs || isStopping()) continue;
-            const cfg = ours[k]!;
             log(`${rate} Mbit/s: ${cfg.label} run ${i + 1}/${runs}`);
             try {
-              const { sample, steps } = await oneRun(
+              const { sample, steps, transfer } = await oneRun(
                 "hetznix",
                 target,
                 bench,
@@ -408,7 +457,9 @@ async function dataPhase(opts: Options, image: BenchImage): Promise<DataResults>
                 image,
                 codec,
                 timeoutMs,
+                plan,
               );
+              if (transfer) (cfg.transfers ??= []).push(transfer);
               cfg.samples.push(sample);
               const key = `${cfg.label}@${rate}`;
               const acc = stepSamples.get(key) ?? {};
@@ -425,12 +476,13 @@ async function dataPhase(opts: Options, image: BenchImage): Promise<DataResults>
           }
         }
         if (baselineRuns > 0) configs.push(baseline);
-        configs.push(...ours);
+        configs.push(...ours.map((o) => o.cfg));
       } finally {
         await shaping.remove();
       }
     }
   } finally {
+    await placeOwnTree(cpuPlan("shared").all).catch(() => 0);
     await bench.stop();
   }
   const steps = new Map<string, Record<string, number>>();
@@ -454,8 +506,11 @@ async function wholeUpload(opts: Options, image: BenchImage): Promise<WholeResul
   const bench = await startBenchEmulator(WORK, 1, WHOLE_PREFIX);
   // Every server of this emulator gets an address in WHOLE_PREFIX: shape them all (their sshd port only).
   const shaping = await shapeLoopback({ target: `${WHOLE_PREFIX}0/24`, port: 22, rateMbit: opts.wholeRate });
+  // A hash cache of this run only: the first upload must not find a hash a previous run remembered.
+  const cacheDir = await mkdtemp(join(WORK, "cache-"));
+  const removeCache = onCleanup("hash cache", () => rm(cacheDir, { recursive: true, force: true }));
   try {
-    const env = childEnv(bench);
+    const env = { ...childEnv(bench), XDG_CACHE_HOME: cacheDir };
     const expected = (image.sizeBytes * 8) / (opts.wholeRate * 1e6);
     const timeoutMs = Math.round((expected * 2 + 600) * 1000);
     log(`whole upload at real latencies (${opts.wholeRate} Mbit/s link)`);
@@ -485,6 +540,7 @@ async function wholeUpload(opts: Options, image: BenchImage): Promise<WholeResul
   } finally {
     await shaping.remove();
     await bench.stop();
+    await removeCache();
   }
   return out;
 }
@@ -500,13 +556,14 @@ function render(
   whole: WholeResults | undefined,
   startedAt: Date,
   seconds: number,
+  load: { before: string; after: string },
 ): string {
   const lines: string[] = [];
   const kind = opts.quick ? "quick run" : "full run";
   lines.push(`# Benchmarks (${kind})`, "");
   if (opts.note) lines.push(opts.note, "");
   lines.push(
-    "Made by `npm run bench` (full: 4 GiB image, about 35 minutes with the default runs) or `npm run bench -- --quick` (1 GiB image, " +
+    "Made by `npm run bench` (full: 4 GiB image; the Date line says how long the run below took) or `npm run bench -- --quick` (1 GiB image, " +
       "under 10 minutes; writes bench/.work/quick.md). Needs root, tc, OpenSSH, zstd, e2fsprogs and GNU time; the " +
       "images are cached in bench/.work/. `npm run bench -- --help` lists the options.",
     "",
@@ -514,6 +571,7 @@ function render(
   lines.push(
     `- Date: ${startedAt.toISOString().replace("T", " ").slice(0, 16)} UTC; took ${(seconds / 60).toFixed(1)} min`,
     `- Command: \`${opts.command}\``,
+    `- Load (1, 5, 15 min averages from /proc/loadavg) at the start: ${load.before}; at the end: ${load.after}`,
     `- Machine: ${machine.cores} x ${machine.cpuModel}, ${machine.memoryGiB} GiB RAM, Linux ${machine.kernel}, Node ${machine.node}, ${machine.openssh}, ${machine.zstd}`,
     `- Image: ${image.name}, ext4 in a ${fmt.mib(image.sizeBytes)} raw disk image holding ${image.files} real files ` +
       `(${fmt.gb(image.fileBytes)} from /usr/share/doc, /usr/bin, /usr/sbin, /usr/lib); zstd -3: ${fmt.mb(image.zstd3Bytes)}`,
@@ -521,11 +579,22 @@ function render(
       `on this machine's disk), on loopback, the link shaped with tc htb on \`lo\` (both directions, no added delay).`,
     `- Baseline: hcloud-upload-image's data path for a local file: \`ssh root@IP "${BASELINE_COMMAND}" < image\` ` +
       `(OpenSSH client, the file on stdin as it is).`,
-    `- hetznix: \`writeAndVerify\` from src/upload (connect, blkdiscard, stream compressed, write, verify the disk's ` +
-      `sha256), in a child process; the client hashes the image while streaming it, as a default upload of a new image ` +
-      `does (no snapshot of its size exists, so it skips the separate hash pass); ` +
-      `its time is taken inside the child around that call (node's start-up left out; the baseline's time includes ` +
-      `ssh's start, about 0.1 s).`,
+    `- hetznix: \`writeAndVerify\` from src/upload (connect; blkdiscard while the link is probed and the zstd level ` +
+      `chosen; the extent stream, compressed; the rescue system writes it and reads the disk back behind itself; ` +
+      `verify = the rest of that read-back and the sha256 comparison), in a child process with no hash cache; the ` +
+      `client hashes the image while streaming it, as a default upload of a new image does (no snapshot of its size ` +
+      `exists, so it skips the separate hash pass); its time is taken inside the child around that call (node's ` +
+      `start-up left out; the baseline's time includes ssh's start, about 0.1 s).`,
+    `- CPU placement: ${opts.cpuModes
+      .map((m) =>
+        m === "split"
+          ? `"own cores" (split): the client (hetznix's child process, or the baseline's ssh) on core ${cpuPlan("split").client}, ` +
+            `this process with the emulator, its TCP proxies and the rescue host (sshd and everything it runs) on ` +
+            `core ${cpuPlan("split").rescue} (taskset; kernel work such as the loop device's writes is not placed), as ` +
+            `on Hetzner, where they are different machines`
+          : `"shared cores": both sides anywhere on the ${machine.cores} cores`,
+      )
+      .join("; ")}. The targets are judged on the first; the baseline runs with it only (it is link-bound).`,
     `- Limit: zstd -3 size / link rate, or zstd -3 -T0's own time over the image where that is longer.`,
     `- Medians of the runs; CPU = user+sys of the client's process tree; memory = peak of the tree's summed RSS ` +
       `(sampled every 100 ms) and of its largest process (rusage); wire = bytes through the shaped link towards ` +
@@ -590,9 +659,12 @@ function render(
         if (!st) continue;
         stepRows.push([
           s.label,
-          ...["connect", "discard", "write", "verify"].map((k) => fmt.s(st[k] ?? NaN)),
+          ...["connect", "discard", "measure", "write", "verify"].map((k) =>
+            st[k] === undefined ? "-" : fmt.s(st[k]),
+          ),
           fmt.x((st["write"] ?? NaN) / limit),
           base ? fmt.x(base.wall / (st["write"] ?? NaN)) : "n/a",
+          levelsUsed(s.transfers),
         ]);
       }
       if (stepRows.length) {
@@ -602,10 +674,12 @@ function render(
               "hetznix steps (medians)",
               "connect",
               "discard",
+              "measure",
               "write",
               "verify",
               "write vs limit",
               "baseline / write",
+              "compression used (runs)",
             ],
             stepRows,
           ),
@@ -613,35 +687,39 @@ function render(
         );
       }
       const main = summaries.find((s) => s.kind === "hetznix");
+      const shared = summaries.find((s) => s.kind === "hetznix" && s.placement === "shared" && s !== main);
       if (main && base) {
         const speedup = base.wall / main.wall;
+        const where = main.placement === "split" ? " (own cores)" : " (shared cores)";
+        const also = (f: (x: Summary) => string) => (shared ? `; shared cores: ${f(shared)}` : "");
         if (rate === 100) {
           targets.push([
-            "data phase at 100 Mbit/s >= 8x faster than the baseline",
-            fmt.x(speedup),
-            speedup >= 8 ? "met" : "NOT met",
+            `data phase at 100 Mbit/s >= 8x faster than the baseline${where}`,
+            fmt.x(speedup) + also((x) => fmt.x(base.wall / x.wall)),
+            verdict(speedup, 8, "min"),
           ]);
           const vsLimit = main.wall / limit;
           targets.push([
-            "data phase at 100 Mbit/s within 1.15x of the limit",
-            fmt.x(vsLimit),
-            vsLimit <= 1.15 ? "met" : "NOT met",
+            `data phase at 100 Mbit/s within 1.15x of the limit${where}`,
+            fmt.x(vsLimit) + also((x) => fmt.x(x.wall / limit)),
+            verdict(vsLimit, 1.15, "max"),
           ]);
         }
         if (rate === 1000) {
           targets.push([
-            "data phase at 1 Gbit/s >= 4x faster than the baseline",
-            fmt.x(speedup),
-            speedup >= 4 ? "met" : "NOT met",
+            `data phase at 1 Gbit/s >= 4x faster than the baseline${where}`,
+            fmt.x(speedup) + also((x) => fmt.x(base.wall / x.wall)),
+            verdict(speedup, 4, "min"),
           ]);
         }
       }
     }
     if (local.hashTools.length) {
       lines.push(
-        `Where the time goes: client and rescue host share this machine's ${machine.cores} cores. The rescue side ` +
-          `hashes the decompressed stream while writing and reads the disk back to verify it; hashing this image ` +
-          `here takes ` +
+        `Where the time goes: the client reads and hashes the whole image (sha256 in node), compresses only its ` +
+          `non-zero blocks (${fmt.gb(image.dataBytes)} of ${fmt.gb(image.sizeBytes)}: the extent stream) and ` +
+          `encrypts them for SSH; the rescue side decrypts, decompresses, writes the runs, and reads the whole image ` +
+          `back behind the writer into one sha256. Hashing this image here takes ` +
           local.hashTools
             .map(
               (h) =>
@@ -659,7 +737,7 @@ function render(
     targets.push([
       `client peak memory < 300 MB (${fmt.mib(image.sizeBytes)} image; tree sum)`,
       fmt.mb(peak),
-      peak > 0 && peak < 300e6 ? "met" : "NOT met",
+      peak > 0 ? verdict(peak, 300e6, "max") : "NOT measured",
     ]);
   }
   if (whole) {
@@ -726,9 +804,9 @@ function render(
         "",
       );
       targets.push([
-        "upload of an image that already exists as a snapshot answers in < 5 s",
+        "repeat upload of the unchanged image (its snapshot exists) answers in < 1 s",
         fmt.s(r.seconds),
-        r.reused === true && r.seconds < 5 ? "met" : "NOT met",
+        r.reused === true ? verdict(r.seconds, 1, "max") : "NOT met (not reused)",
       ]);
     }
     for (const e of whole.errors) lines.push(`- Failed: ${e}`);
@@ -741,11 +819,18 @@ function render(
   return lines.join("\n");
 }
 
+/** The first three fields of /proc/loadavg ("0.12 0.30 0.41"). */
+async function loadAverage(): Promise<string> {
+  const text = await readFile("/proc/loadavg", "utf8").catch(() => "n/a n/a n/a");
+  return text.split(" ").slice(0, 3).join(" ");
+}
+
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   if (process.getuid?.() !== 0) throw new Error("the benchmark needs root (tc, loop devices, namespaces)");
   installSignalHandlers(log);
   const startedAt = new Date();
+  const loadBefore = await loadAverage();
   const t0 = Date.now();
   if (await sweepShaping()) log("removed a previous run's tc qdisc");
   try {
@@ -757,7 +842,8 @@ async function main(): Promise<void> {
     const local = await measureLocal(image);
     const data = opts.data ? await dataPhase(opts, image) : undefined;
     const whole = opts.whole ? await wholeUpload(opts, image) : undefined;
-    const md = render(opts, machine, image, local, data, whole, startedAt, (Date.now() - t0) / 1000);
+    const load = { before: loadBefore, after: await loadAverage() };
+    const md = render(opts, machine, image, local, data, whole, startedAt, (Date.now() - t0) / 1000, load);
     for (const file of opts.out) {
       await mkdir(dirname(file), { recursive: true });
       // Formatted as `prettier --check .` (npm run lint) expects, tables aligned.

@@ -29,8 +29,12 @@ export interface ConfigResult {
   /** e.g. "baseline", "hetznix zstd -3 -T0". */
   label: string;
   kind: "baseline" | "hetznix";
+  /** CPU placement: split (each side its own cores) or shared. */
+  placement: "split" | "shared";
   rateMbit: number;
   samples: RunSample[];
+  /** hetznix: how each run sent the data (codec and level, as the client reported it). */
+  transfers?: string[];
   /** Error of a failed run, if any. */
   errors: string[];
 }
@@ -38,6 +42,8 @@ export interface ConfigResult {
 export interface Summary {
   label: string;
   kind: "baseline" | "hetznix";
+  placement: "split" | "shared";
+  transfers: string[];
   rateMbit: number;
   runs: number;
   wall: number;
@@ -53,6 +59,8 @@ export function summarize(r: ConfigResult): Summary {
   return {
     label: r.label,
     kind: r.kind,
+    placement: r.placement,
+    transfers: r.transfers ?? [],
     rateMbit: r.rateMbit,
     runs: r.samples.length,
     wall: m((s) => s.wallSeconds),
@@ -116,4 +124,21 @@ export function table(head: string[], rows: string[][]): string {
   const lines = [`| ${head.join(" | ")} |`, `| ${head.map(() => "---").join(" | ")} |`];
   for (const r of rows) lines.push(`| ${r.join(" | ")} |`);
   return lines.join("\n");
+}
+
+/** "met", or "NOT met" with how far off: `value` against a minimum or a maximum. */
+export function verdict(value: number, target: number, kind: "min" | "max"): string {
+  if (!Number.isFinite(value)) return "NOT measured";
+  const ok = kind === "min" ? value >= target : value <= target;
+  if (ok) return "met";
+  const off = kind === "min" ? (1 - value / target) * 100 : (value / target - 1) * 100;
+  return `NOT met (${off.toFixed(0)}% ${kind === "min" ? "short" : "over"})`;
+}
+
+/** The compression the runs reported, e.g. "zstd --fast=1 -T0 (3)", or "-" when none did. */
+export function levelsUsed(transfers: readonly string[]): string {
+  if (transfers.length === 0) return "-";
+  const counts = new Map<string, number>();
+  for (const t of transfers) counts.set(t, (counts.get(t) ?? 0) + 1);
+  return [...counts].map(([t, n]) => `${t} (${n})`).join(", ");
 }

@@ -90,22 +90,26 @@ describe("upload: faults", { timeout: 600_000 }, () => {
     await assertNoTemporaryResources(env);
   });
 
+  /** Records "connection lost" notes; at the first, lets later connections through (before the next is made). */
+  const dropOnce =
+    (notes: string[]) =>
+    (e: UploadEvent): void => {
+      if (e.kind !== "note" || !/connection lost/.test(e.message)) return;
+      notes.push(e.message);
+      for (const s of env.te.emulator.state.servers.list()) {
+        const host = env.te.emulator.state.host(s.id);
+        if (host) host.dropAfterBytes = undefined;
+      }
+      void clearFaults(env);
+    };
+
   it("an SSH connection dropped mid-stream once: the data phase starts again and the snapshot is good", async () => {
     const img = await image(8, 4);
     await addFault(env, { kind: "ssh_drop", afterBytes: 1 * MiB });
     const notes: string[] = [];
-    const onEvent = (e: UploadEvent) => {
-      if (e.kind === "note" && /connection lost/.test(e.message)) {
-        notes.push(e.message);
-        // The drop happened once; let the next connection through (synchronously, before it is made).
-        for (const s of env.te.emulator.state.servers.list()) {
-          const host = env.te.emulator.state.host(s.id);
-          if (host) host.dropAfterBytes = undefined;
-        }
-        void clearFaults(env);
-      }
-    };
-    const r = await uploadX86(env, { path: img.path }, { onEvent });
+    const onEvent = dropOnce(notes);
+    // A fixed level: no link probe before the stream, so the drop after 1 MiB hits the image's bytes.
+    const r = await uploadX86(env, { path: img.path }, { onEvent, codec: { codec: "zstd", level: 3 } });
     assert.equal(notes.length, 1, "one drop, one retry");
     assert.equal(r.sha256, img.sha);
     assert.ok(r.bytesSent > 4 * MiB, "the data was sent again after the drop");
@@ -114,11 +118,27 @@ describe("upload: faults", { timeout: 600_000 }, () => {
     await assertNoTemporaryResources(env);
   });
 
+  it("an SSH connection dropped while the link is measured: the data phase starts again", async () => {
+    const img = await image(8, 4);
+    await addFault(env, { kind: "ssh_drop", afterBytes: 1 * MiB });
+    const notes: string[] = [];
+    const onEvent = dropOnce(notes);
+    const r = await uploadX86(env, { path: img.path }, { onEvent });
+    assert.equal(notes.length, 1, notes.join("\n"));
+    assert.equal(r.sha256, img.sha);
+    assert.equal(r.steps.filter((s) => s.step === "connect").length, 2);
+    assert.equal(r.steps.filter((s) => s.step === "measure" && s.status === "done").length, 1);
+    assert.ok(r.levelChoice, "the level was chosen on the second connection");
+    assert.equal(await snapshotContentSha(env, r.imageId, img.size), img.sha);
+    await assertNoTemporaryResources(env);
+  });
+
   it("an SSH connection that keeps dropping: a clean failure, nothing snapshotted", async () => {
     const img = await image(8, 4);
     const before = await snapshotIds(env);
     await addFault(env, { kind: "ssh_drop", afterBytes: 1 * MiB });
-    await assert.rejects(uploadX86(env, { path: img.path }), (err: unknown) => {
+    const fixedLevel = { codec: { codec: "zstd", level: 3 } } as const; // no link probe: the drops hit the stream
+    await assert.rejects(uploadX86(env, { path: img.path }, fixedLevel), (err: unknown) => {
       assert.ok(isUploadError(err, "remote_command_failed"), String(err));
       assert.match((err as Error).message, /SSH connection lost during writing the image \(after 2 attempt/);
       return true;

@@ -41,6 +41,7 @@ export interface RunScriptOptions {
   stdin?: Readable;
   signal?: AbortSignal;
   onProgress?: (p: Readonly<ExecProgress>) => void;
+  onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
   /** Error codes for specific exit statuses (default remote_command_failed). */
   exitCodes?: Record<number, string>;
@@ -71,6 +72,7 @@ export async function runScript(
       ...(opts.stdin ? { stdin: opts.stdin } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      ...(opts.onStdout ? { onStdout: opts.onStdout } : {}),
       ...(opts.onStderr ? { onStderr: opts.onStderr } : {}),
       tailLines: 15,
     });

@@ -119,12 +119,21 @@ function sourceStage(input: WriteInput): string {
   return `{ ${curl} || { rc=$?; echo "${DOWNLOAD_FAILED_MARK} curl-exit=$rc" >&2; exit "$rc"; }; }`;
 }
 
+/** sha256("abc"): the self-test a hash tool must pass before it is trusted. */
+const SHA256_ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
 /**
- * sha256 of stdin as bare hex: openssl when present (it uses the CPU's SHA instructions, several times faster than
- * coreutils' sha256sum), else sha256sum.
+ * `h256`: sha256 of stdin as bare hex, with the fastest correct tool the rescue system has. `openssl dgst -sha256`
+ * uses the CPU's SHA instructions (about 4x coreutils' sha256sum on the benchmark machine); it is used only when it is
+ * there and hashes "abc" right, else sha256sum. `$hash_tool` names the one chosen.
  */
-const HASH_FUNCTION =
-  "h256() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r | cut -d' ' -f1; else sha256sum | cut -d' ' -f1; fi; }";
+export const HASH_FUNCTION = [
+  `if command -v openssl >/dev/null 2>&1 && [ "$(printf abc | openssl dgst -sha256 -r 2>/dev/null | cut -c1-64)" = ${SHA256_ABC} ]; then`,
+  "  hash_tool=openssl; h256() { openssl dgst -sha256 -r | cut -c1-64; }",
+  "else",
+  "  hash_tool=sha256sum; h256() { sha256sum | cut -c1-64; }",
+  "fi",
+].join("\n");
 
 const PRELUDE = [
   "set -euo pipefail",
@@ -217,19 +226,166 @@ export function writeScript(spec: WriteSpec): string {
   return lines.join("\n") + "\n";
 }
 
-/** Hash the first `bytes` bytes of the disk as they are on the device (the page cache is flushed first). */
-export function verifyScript(bytes: number, device = DISK_DEVICE): string {
+/**
+ * `dio`: "direct" when the device takes O_DIRECT (writes then go to the device, and reads come from it, not from the
+ * page cache), else empty. `readrange OFFSET LENGTH`: those bytes of the device on stdout, as the device has them: with
+ * direct I/O for the 4 KiB-aligned part, and after flushing the device's buffers for an unaligned tail (or everything,
+ * without direct I/O).
+ */
+function readBackFunctions(device: string): string {
   const d = shellQuote(device);
+  return [
+    `if dd if=${d} of=/dev/null bs=4096 count=1 iflag=direct status=none 2>/dev/null; then dio=direct; else dio=; fi`,
+    `flushdev() { sync; blockdev --flushbufs ${d} 2>/dev/null || true; }`,
+    "readrange() {",
+    "  local off=$1 len=$2 a=0",
+    '  if [ -n "$dio" ]; then a=$(( len / 4096 * 4096 )); fi',
+    `  if (( a > 0 )); then dd if=${d} bs=4M iflag=direct,skip_bytes,count_bytes skip=$off count=$a status=none; fi`,
+    "  if (( len > a )); then",
+    "    flushdev",
+    `    dd if=${d} bs=4M iflag=skip_bytes,count_bytes skip=$(( off + a )) count=$(( len - a )) status=none`,
+    "  fi",
+    "}",
+  ].join("\n");
+}
+
+/** Hash the first `bytes` bytes of the disk as they are on the device (direct I/O, or after flushing its buffers). */
+export function verifyScript(bytes: number, device = DISK_DEVICE): string {
   return (
     [
       "set -euo pipefail",
       HASH_FUNCTION,
+      readBackFunctions(device),
       "sync",
-      `blockdev --flushbufs ${d} 2>/dev/null || true`,
-      `disk_sha=$(head -c ${String(bytes)} ${d} | h256)`,
-      `echo "HETZNIX-RESULT disk-sha256=$disk_sha disk-bytes=${String(bytes)}"`,
+      `disk_sha=$(readrange 0 ${String(bytes)} | h256)`,
+      `echo "HETZNIX-RESULT disk-sha256=$disk_sha disk-bytes=${String(bytes)} hash-tool=$hash_tool"`,
     ].join("\n") + "\n"
   );
+}
+
+/** Exit status when the extent stream is malformed (a bad header, data after the end mark). */
+export const EXIT_BAD_STREAM = 92;
+/** What the extent script prints on stdout once every extent is written and flushed (the read-back goes on). */
+export const WRITTEN_MARK = "HETZNIX-WRITTEN";
+
+export interface ExtentWriteSpec {
+  /** Compression of the extent stream on the wire ("none" or a codec the rescue system decompresses). */
+  compression: Compression;
+  /** The raw image's size when known (checked against the end mark). */
+  expectedBytes?: number;
+  device?: string;
+}
+
+/**
+ * Write an extent stream (see extents.ts) from stdin onto the disk, and prove what the disk holds while it is written:
+ *
+ * - the writer decompresses the stream and puts each run with one dd where it belongs (direct I/O); each range of
+ *   zeros before it (or announced by Z, or after the last run) is zeroed with BLKZEROOUT where the device does that
+ *   without writing, else left as discarded; it tells the reader what it did, in disk order;
+ * - the reader, one step behind, reads back from the device what was written and every hole not zeroed that way, and
+ *   hashes zeros for the zeroed ones, into one sha256 over the whole image;
+ * - after the end mark: flush, let the reader finish, print the disk's sha256.
+ *
+ * So on a slow link the read-back happens while the next bytes are still on the way, and the verification costs
+ * almost nothing at the end. Prints WRITTEN_MARK once the writer is done, then
+ * `HETZNIX-RESULT disk-sha256=.. disk-bytes=.. data-bytes=.. extents=.. hash-tool=.. direct-io=yes|no
+ * holes=zeroed|read-back`.
+ */
+export function extentWriteScript(spec: ExtentWriteSpec): string {
+  const device = spec.device ?? DISK_DEVICE;
+  const d = shellQuote(device);
+  const decompress = remoteDecompressor(spec.compression);
+  const bad = (what: string) => `{ echo "hetznix: ${what}" >&2; exit ${EXIT_BAD_STREAM}; }`;
+  const lines = [
+    "set -euo pipefail",
+    HASH_FUNCTION,
+    readBackFunctions(device),
+    "work=$(mktemp -d /tmp/hetznix.XXXXXX)",
+    "pids=",
+    'cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }',
+    "trap cleanup EXIT",
+    'mkfifo "$work/marks" "$work/back"',
+    'h256 < "$work/back" > "$work/sha" & pids="$pids $!"',
+    // Holes (the image's zero blocks, never sent): zeroed with BLKZEROOUT when the device does that without
+    // writing (its queue says so, or /sys is not there to ask), so they are zeros by the kernel's guarantee; else
+    // (or when that fails) read back like the data.
+    "zeroout=no",
+    `if [ -b ${d} ]; then`,
+    `  mm=$(printf %d:%d 0x$(stat -L -c %t ${d}) 0x$(stat -L -c %T ${d}))`,
+    '  wz=$(cat "/sys/dev/block/$mm/queue/write_zeroes_max_bytes" 2>/dev/null || echo unknown)',
+    '  if [ "$wz" != 0 ]; then zeroout=yes; fi',
+    "fi",
+    "hole() {",
+    "  local off=$1 len=$2",
+    `  if [ $zeroout = yes ] && (( off % 4096 == 0 && len % 4096 == 0 )) && blkdiscard -z -o "$off" -l "$len" ${d} 2>/dev/null; then`,
+    '    echo "Z $off $len" >&3',
+    "  else",
+    '    echo "R $off $len" >&3',
+    "  fi",
+    "}",
+    // The reader: what the writer did, in disk order. Data and unzeroed holes are read back; zeroed holes are
+    // zeros by the kernel's guarantee and hashed as such.
+    "readback() {",
+    "  local pos=0 kind off len",
+    "  while read -r kind off len; do",
+    '    [[ $off =~ ^[0-9]+$ && $len =~ ^[0-9]+$ && $off = "$pos" ]] || exit 93',
+    '    case "$kind" in',
+    '      D|R) readrange "$off" "$len" ;;',
+    '      Z) head -c "$len" /dev/zero ;;',
+    "      *) exit 93 ;;",
+    "    esac",
+    "    pos=$(( off + len ))",
+    "  done",
+    '  echo "$pos" > "$work/back-bytes"',
+    "}",
+    'readback < "$work/marks" > "$work/back" & pids="$pids $!"',
+    'exec 3> "$work/marks"',
+    // The writer. bash's read takes a pipe byte by byte, so each header is consumed exactly, and dd with
+    // iflag=fullblock count=1 reads exactly the run that follows it.
+    `${decompress ? `${decompress} | ` : ""}{`,
+    "  total= n=0 data=0 end=0",
+    "  while IFS=' ' read -r tag a b; do",
+    '    case "$tag" in',
+    "      D)",
+    `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed extent header")}`,
+    '        if (( a > end )); then hole "$end" $(( a - end )); fi',
+    `        dd of=${d} bs="$b" count=1 iflag=fullblock seek="$a" oflag=seek_bytes\${dio:+,direct} conv=notrunc status=none`,
+    '        echo "D $a $b" >&3',
+    "        n=$(( n + 1 )); data=$(( data + b )); end=$(( a + b )) ;;",
+    "      Z)",
+    `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed zero header")}`,
+    '        hole "$end" $(( a + b - end )); end=$(( a + b )) ;;',
+    `      E) [[ $a =~ ^[0-9]+$ ]] && (( a >= end )) || ${bad("malformed end mark")}; total=$a; break ;;`,
+    `      *) ${bad("malformed extent stream")} ;;`,
+    "    esac",
+    "  done",
+    `  [ -n "$total" ] || { echo "hetznix: the image data ended early (no end mark after $data bytes in $n runs)" >&2; exit ${EXIT_SIZE_MISMATCH}; }`,
+    `  if IFS= read -r -n 1 _; then ${bad("data after the end mark")}; fi`,
+    '  if (( total > end )); then hole "$end" $(( total - end )); fi',
+    '  echo "$total $n $data" > "$work/written"',
+    "}",
+    'read -r total n data < "$work/written"',
+  ];
+  if (spec.expectedBytes !== undefined) {
+    const e = String(spec.expectedBytes);
+    lines.push(
+      `if [ "$total" != ${e} ]; then echo "hetznix: received an image of $total bytes, expected ${e} (truncated?)" >&2; exit ${EXIT_SIZE_MISMATCH}; fi`,
+    );
+  }
+  lines.push(
+    "sync",
+    `echo ${WRITTEN_MARK}`,
+    "exec 3>&-",
+    'for p in $pids; do wait "$p"; done',
+    "pids=",
+    'back=$(cat "$work/back-bytes")',
+    'if [ -n "$dio" ]; then direct=yes; else direct=no; fi',
+    "if [ $zeroout = yes ]; then holes=zeroed; else holes=read-back; fi",
+    `[ "$back" = "$total" ] || { echo "hetznix: read back $back bytes of $total" >&2; exit 1; }`,
+    'disk_sha=$(tr -d " \\n" < "$work/sha")',
+    'echo "HETZNIX-RESULT disk-sha256=$disk_sha disk-bytes=$total data-bytes=$data extents=$n hash-tool=$hash_tool direct-io=$direct holes=$holes"',
+  );
+  return lines.join("\n") + "\n";
 }
 
 /** Bytes the rescue system's download (curl) has read so far, from /proc/PID/io; prints nothing if none runs. */

@@ -20,6 +20,7 @@ import { basename } from "node:path";
 import type { Architecture, Image, Labels } from "../hcloud/schema.js";
 import { UploadError } from "./errors.js";
 import { checkUserLabels, contentLabels, identitySelector, type ContentIdentity } from "./identity.js";
+import { HashCache, sameStamp, stampOf, type CachedDigest, type FileStamp } from "./hash-cache.js";
 import { planServer, type Plan } from "./plan.js";
 import { runWithCleanup } from "../run/context.js";
 import { RUN_LABEL } from "../run/labels.js";
@@ -78,6 +79,11 @@ export interface UploadOptions extends CommonOptions {
   storeDir?: string;
   /** Use the store path as identity for files in the Nix store instead of hashing first (default true). */
   useStoreIdentity?: boolean;
+  /**
+   * Where the sha256 of image files is remembered by (device, inode, size, mtime, ctime) (default: a HashCache in
+   * `$XDG_CACHE_HOME/hetznix`); false to neither read nor write it.
+   */
+  hashCache?: HashCache | false;
 }
 
 export interface UploadResult extends UploadOutcome {
@@ -107,11 +113,37 @@ function describeImage(src: ImageSource): string {
   return src.kind === "file" ? basename(src.path) : new URL(src.url).pathname.split("/").pop() || src.url;
 }
 
+/** The file's stamp when its reading started, so a hash of it can be remembered afterwards. */
+interface Stamped {
+  stamp: FileStamp;
+  atMs: number;
+}
+
+async function takeStamp(src: FileSource): Promise<Stamped | undefined> {
+  const atMs = Date.now();
+  return stampOf(src.realPath).then(
+    (stamp) => ({ stamp, atMs }),
+    () => undefined,
+  );
+}
+
+/** Remember the raw image's digest for the file (best effort, never fails the upload). */
+async function remember(
+  cache: HashCache | undefined,
+  src: FileSource,
+  stamped: Stamped | undefined,
+  digest: CachedDigest,
+): Promise<void> {
+  if (!cache || !stamped) return;
+  await cache.remember(src.realPath, stamped.stamp, stamped.atMs, digest).catch(() => false);
+}
+
 async function prepareFile(
   ctx: UploadContext,
   src: FileSource,
   opts: UploadOptions,
   hashFirst: boolean,
+  known: { remembered?: CachedDigest; cache?: HashCache; stamped?: Stamped } = {},
 ): Promise<LocalImage> {
   let path = src.realPath;
   let compression = src.compression;
@@ -128,6 +160,14 @@ async function prepareFile(
       remoteFormat = "qcow2";
       ctx.steps.skip("convert", "in the rescue system");
     }
+  }
+  if (known.remembered) {
+    const r = known.remembered;
+    ctx.steps.skip(
+      "hash",
+      `remembered: sha256 ${r.sha256.slice(0, 16)}... of ${r.rawSize} bytes (hash cache)`,
+    );
+    return { path, compression, remoteFormat, sha256: r.sha256, rawSize: r.rawSize };
   }
   if (!hashFirst || remoteFormat === "qcow2") {
     ctx.steps.skip("hash", hashFirst ? "qcow2 converted remotely: hashed there" : "hashed while streaming");
@@ -151,6 +191,7 @@ async function prepareFile(
     (d) => `sha256 ${d.sha256.slice(0, 16)}... of ${d.rawSize} bytes`,
   );
   ctx.bytesHashed = digest.bytesRead;
+  await remember(known.cache, src, known.stamped, digest);
   return { path, compression, remoteFormat, sha256: digest.sha256, rawSize: digest.rawSize };
 }
 
@@ -172,7 +213,19 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     const src = await inspectSource(ctx, opts.image, opts.storeDir);
     noteOddSize(ctx, src.rawSize);
     const storeId = src.kind === "file" && opts.useStoreIdentity !== false ? src.storeIdentity : undefined;
-    let hashFirst = src.kind === "file" && !opts.force && storeId === undefined;
+    const cache =
+      src.kind === "file" && opts.hashCache !== false ? (opts.hashCache ?? new HashCache()) : undefined;
+    // The stamp is taken before anything reads the file: a digest computed later is remembered under it only if the
+    // file still has it then.
+    const stamped = src.kind === "file" && cache ? await takeStamp(src) : undefined;
+    const remembered =
+      src.kind === "file" && cache && storeId === undefined ? await cache.lookup(src.realPath) : undefined;
+    const known = {
+      ...(remembered && stamped && sameStamp(remembered.stamp, stamped.stamp) ? { remembered } : {}),
+      ...(cache ? { cache } : {}),
+      ...(stamped ? { stamped } : {}),
+    };
+    let hashFirst = src.kind === "file" && !opts.force && storeId === undefined && !known.remembered;
 
     const makePlan = (catalogue: Catalogue, imageBytes: number | undefined) =>
       ctx.steps.run(
@@ -220,7 +273,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
         hashFirst = false;
         sizeRuledOut = true;
       }
-      prepared = await prepareFile(ctx, src, opts, hashFirst);
+      prepared = await prepareFile(ctx, src, opts, hashFirst, known);
     } else {
       // 2b. Local work (hashing compressed data) in parallel with reading the catalogue.
       const planned = readCatalogue().then(async (catalogue) => ({
@@ -229,7 +282,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       }));
       const [prep, early0] = await Promise.all([
         src.kind === "file"
-          ? prepareFile(ctx, src, opts, hashFirst)
+          ? prepareFile(ctx, src, opts, hashFirst, known)
           : Promise.resolve<LocalImage>({
               compression: src.compression,
               remoteFormat: src.format,
@@ -285,6 +338,15 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     const written = await writeAndVerify(ctx, booted, key.pair, writePlan, firstStream);
     noteOddSize(ctx, written.rawSize);
 
+    if (prepared.sha256 !== undefined && written.sha256 !== prepared.sha256) {
+      throw new UploadError(
+        "verification_failed",
+        `The disk holds an image hashing to ${written.sha256}, but the source was known to hash to ${prepared.sha256}`,
+      );
+    }
+    if (src.kind === "file" && prepared.sha256 === undefined) {
+      await remember(cache, src, stamped, { sha256: written.sha256, rawSize: written.rawSize });
+    }
     const identity: ContentIdentity = {
       sha256: written.sha256,
       rawSize: written.rawSize,

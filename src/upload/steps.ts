@@ -4,10 +4,12 @@
  * server, booting the rescue system, the data phase (connect, discard, write, verify; retried on a dropped SSH
  * connection) and shutting down.
  */
-import { stat } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
 import { isHCloudError, isNotFound } from "../hcloud/errors.js";
 import type { Architecture, Location, Server, ServerType } from "../hcloud/schema.js";
-import { connect, generateKeyPair, type SshConnection, type SshKeyPair } from "../ssh/index.js";
+import { ExecError, connect, generateKeyPair, type SshConnection, type SshKeyPair } from "../ssh/index.js";
 import { defaultCodec, type CodecSpec } from "./compress.js";
 import { convertQcow2ToRaw } from "./convert.js";
 import { RunContext, type RunOptions, type RunOutcome } from "../run/context.js";
@@ -22,13 +24,16 @@ import type { Candidate, Plan } from "./plan.js";
 import {
   DEFAULT_DOWNLOAD_LIMITS,
   DOWNLOAD_FAILED_MARK,
+  EXIT_BAD_STREAM,
   EXIT_NO_ROOM,
   EXIT_SIZE_MISMATCH,
   EXIT_UNSAFE_QCOW2,
+  WRITTEN_MARK,
   downloadDeadlineSeconds,
   type DownloadLimits,
   discardCommand,
   downloadProgressScript,
+  extentWriteScript,
   verifyScript,
   writeScript,
   type WriteInput,
@@ -41,6 +46,18 @@ import {
   type ImageFormat,
   type ImageSource,
 } from "./source.js";
+import {
+  ALWAYS_MEASURED,
+  CANDIDATE_LEVELS,
+  chooseLevel,
+  describeChoice,
+  measureHash,
+  measureLevel,
+  probeLink,
+  readSample,
+  type LevelInput,
+  type LevelSample,
+} from "./level.js";
 import { DEFAULT_READ_AHEAD_BYTES, startLocalStream, type LocalStream } from "./stream.js";
 import { tool, type LocalTools } from "./tools.js";
 
@@ -62,6 +79,7 @@ export type UploadStep =
   | "poweron"
   | "connect"
   | "discard"
+  | "measure"
   | "write"
   | "verify"
   | "shutdown"
@@ -112,9 +130,16 @@ export class UploadContext extends RunContext<CommonOptions, UploadStep> {
   bytesHashed = 0;
   /** The odd-size warning was given (once per run). */
   oddSizeNoted = false;
+  /** The zstd level chosen from the measured link and CPU (kept for a retried data phase). */
+  levelChoice: LevelReport | undefined;
 
   override outcome(): UploadOutcome {
-    return { ...super.outcome(), bytesRead: this.bytesRead, bytesSent: this.bytesSent };
+    return {
+      ...super.outcome(),
+      bytesRead: this.bytesRead,
+      bytesSent: this.bytesSent,
+      ...(this.levelChoice ? { levelChoice: this.levelChoice } : {}),
+    };
   }
 
   /** A script in the rescue system, its errors named for this operation. */
@@ -134,6 +159,20 @@ export interface UploadOutcome extends RunOutcome<UploadStep> {
   bytesRead: number;
   /** Bytes sent over SSH (after compression). */
   bytesSent: number;
+  /** The compression level chosen at the start of the data phase, and from what. */
+  levelChoice?: LevelReport;
+}
+
+/** What the step "measure" found and chose. */
+export interface LevelReport {
+  level: number;
+  /** The probe's rate towards the server. */
+  linkMbitPerSecond: number;
+  cores: number;
+  bound: "link" | "cpu";
+  /** The measured levels: single-threaded MB/s of input and compressed/input ratio on the image's sample. */
+  measured: { level: number; mbPerSecond: number; ratio: number }[];
+  detail: string;
 }
 
 // ---- Steps shared with write-to-disk ----
@@ -223,7 +262,8 @@ export function planWrite(ctx: UploadContext, src: ImageSource, local: LocalImag
     compression: local.compression,
     remoteFormat: local.remoteFormat,
     codec: ctx.opts.codec ?? { codec: defaultCodec(ctx.opts.tools) },
-    ...(local.sha256 ? { payloadSha256: local.sha256 } : {}),
+    // The raw image's hash is the payload's only when the payload is the raw image (not a qcow2 converted remotely).
+    ...(local.sha256 && local.remoteFormat === "raw" ? { payloadSha256: local.sha256 } : {}),
     ...(src.format === "qcow2" ? { virtualSize: src.qcow2VirtualSize } : {}),
   };
   if (local.remoteFormat === "raw" && local.rawSize !== undefined) wp.expectedBytes = local.rawSize;
@@ -249,6 +289,7 @@ export function startStream(ctx: UploadContext, wp: WritePlan & { path: string }
     fileCompression: wp.compression,
     codec: wp.codec,
     hash: wp.payloadSha256 === undefined,
+    extents: wp.remoteFormat === "raw",
     readAheadBytes: ctx.opts.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES,
     ...(ctx.opts.tools ? { tools: ctx.opts.tools } : {}),
   });
@@ -495,6 +536,8 @@ export interface WriteOutcome {
   sha256: string;
   rawSize: number;
   transfer: string;
+  /** Bytes of the image sent as data (the rest were zero blocks, skipped), when sent as an extent stream. */
+  dataBytes?: number;
 }
 
 /**
@@ -512,6 +555,9 @@ export async function writeAndVerify(
   const attempts = Math.max(1, ctx.opts.writeAttempts ?? 2);
   let early = firstStream;
   for (let attempt = 1; attempt <= attempts; attempt++) {
+    // Compressing a sample needs no server: it runs while the connection is made.
+    const calibrating = ctx.levelChoice ? undefined : startCalibration(ctx, wp, early);
+    let measuring: Promise<void> | undefined;
     let conn: SshConnection;
     try {
       conn = await connectRescue(ctx, server, pair);
@@ -519,29 +565,25 @@ export async function writeAndVerify(
       // A connect step that failed or was interrupted must stop the read-ahead stream too: its compressor, blocked
       // on a full pipe, would keep the process alive forever.
       early?.destroy();
+      await calibrating?.dispose();
       throw err;
     }
     try {
-      await ctx.steps.run("discard", () =>
-        ctx.runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
-      );
-      const written = await writeOnce(ctx, conn, wp, early);
+      measuring = calibrating ? measureAndChoose(ctx, conn, calibrating) : undefined;
+      await Promise.all([
+        ctx.steps.run("discard", () =>
+          ctx.runScript(conn, discardCommand(), "blkdiscard", { signal: ctx.signal }),
+        ),
+        measuring,
+      ]);
+      let plan = wp;
+      if (ctx.levelChoice && wp.codec.codec === "zstd" && wp.codec.level === undefined) {
+        if (early?.switchable) early.switchable.setLevel(ctx.levelChoice.level);
+        plan = { ...wp, codec: { ...wp.codec, level: ctx.levelChoice.level } };
+      }
+      const run = await writeOnce(ctx, conn, plan, early);
       early = undefined;
-      await ctx.steps.run(
-        "verify",
-        async () => {
-          const r = await ctx.runScript(conn, verifyScript(written.rawSize), "verifying the disk", {
-            signal: ctx.signal,
-          });
-          if (r["disk-sha256"] !== written.sha256) {
-            throw new UploadError(
-              "verification_failed",
-              `The disk's first ${written.rawSize} bytes hash to ${r["disk-sha256"] ?? "(nothing)"}, the image to ${written.sha256}`,
-            );
-          }
-        },
-        `sha256 ${written.sha256.slice(0, 16)}... matches`,
-      );
+      const written = await ctx.steps.run("verify", () => run.verify(), run.verifyDetail);
       return written;
     } catch (err) {
       early?.destroy();
@@ -562,9 +604,150 @@ export async function writeAndVerify(
       throw err;
     } finally {
       await conn.close().catch(() => undefined);
+      await measuring?.catch(() => undefined);
+      await calibrating?.dispose();
     }
   }
   throw new UploadError("remote_command_failed", "the data phase did not complete");
+}
+
+interface Calibrating {
+  zstd: string;
+  /** The sample (in a temporary file), its hash cost and the first levels measured (cheap, needed on every link). */
+  first: Promise<{ sampleFile: string; hashSecondsPerByte: number; samples: LevelSample[] } | undefined>;
+  /** Remove the sample file (after the first measurements, whatever happened). */
+  dispose(): Promise<void>;
+}
+
+/**
+ * Start measuring the compressor when the level is hetznix's to choose: zstd without a level given, a local file
+ * compressed on the fly. Undefined otherwise.
+ */
+function startCalibration(
+  ctx: UploadContext,
+  wp: WritePlan,
+  early: LocalStream | undefined,
+): Calibrating | undefined {
+  if (wp.codec.codec !== "zstd" || wp.codec.level !== undefined || wp.path === undefined) return undefined;
+  if (wp.compression !== "none") return undefined;
+  if (early && !early.switchable) return undefined;
+  const zstd = tool(ctx.opts.tools, "zstd");
+  if (!zstd) return undefined;
+  const path = wp.path;
+  let dir: string | undefined;
+  const first = (async () => {
+    const size = (await stat(path)).size;
+    const sample = await readSample(path, size);
+    if (sample.length < 64 * 1024) return undefined;
+    const hashSecondsPerByte = measureHash(sample);
+    dir = await mkdtemp(join(ctx.opts.tmpDir ?? tmpdir(), "hetznix-sample-"));
+    const sampleFile = join(dir, "sample");
+    await writeFile(sampleFile, sample, { mode: 0o600 });
+    const samples: LevelSample[] = [];
+    for (const level of CANDIDATE_LEVELS.slice(0, ALWAYS_MEASURED)) {
+      samples.push(await measureLevel(zstd, level, sampleFile));
+    }
+    return { sampleFile, hashSecondsPerByte, samples };
+  })();
+  first.catch(() => undefined);
+  return {
+    zstd,
+    first,
+    async dispose() {
+      await first.catch(() => undefined);
+      if (dir) await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Step "measure": the link's rate (a short probe through the connection) and the compressor's speed and ratio at
+ * rising levels on a sample of the image, until a level is CPU-bound (a higher one could only be slower); then
+ * chooseLevel. Best effort: without a measurement the default level stays.
+ */
+async function measureAndChoose(ctx: UploadContext, conn: SshConnection, cal: Calibrating): Promise<void> {
+  await ctx.steps
+    .run(
+      "measure",
+      async () => {
+        const [probe, first] = await Promise.all([
+          probeLink(conn, { signal: ctx.signal }).catch((err: unknown) => {
+            // A dropped connection is the data phase's to retry, as in any other of its steps.
+            if (err instanceof ExecError && (err.kind === "connection-lost" || err.kind === "channel-failed"))
+              throw new ConnectionLostError(`SSH connection lost during measuring the link`, { cause: err });
+            throw err;
+          }),
+          cal.first.catch(() => undefined),
+        ]);
+        if (!first) return undefined;
+        const cores = Math.max(1, availableParallelism());
+        const samples = [...first.samples];
+        const input = (): LevelInput => ({
+          linkBytesPerSecond: probe.bytesPerSecond,
+          cores,
+          otherSecondsPerByte: first.hashSecondsPerByte,
+          samples,
+        });
+        let choice = chooseLevel(input());
+        for (const level of CANDIDATE_LEVELS.slice(samples.length)) {
+          if (!choice.measureHigher || ctx.signal.aborted) break;
+          samples.push(await measureLevel(cal.zstd, level, first.sampleFile));
+          choice = chooseLevel(input());
+        }
+        const report: LevelReport = {
+          level: choice.level,
+          linkMbitPerSecond: Math.round((probe.bytesPerSecond * 8) / 1e5) / 10,
+          cores,
+          bound: choice.bound,
+          measured: samples.map((x) => ({
+            level: x.level,
+            mbPerSecond: Math.round(1 / x.secondsPerByte / 1e5) / 10,
+            ratio: Math.round(x.ratio * 1000) / 1000,
+          })),
+          detail: describeChoice(choice, input()),
+        };
+        ctx.levelChoice = report;
+        return report;
+      },
+      (r) => (r ? `zstd ${r.detail}` : "no sample of data to measure: default level"),
+    )
+    .catch((err: unknown) => {
+      if (ctx.signal.aborted || err instanceof ConnectionLostError) throw err;
+      ctx.steps.note(`measuring the link and compressor failed (${(err as Error).message}); zstd -3 it is`);
+    });
+}
+
+/** A write that finished: what it wrote, and how to prove the disk holds it (the step "verify"). */
+interface WriteRun {
+  verify(): Promise<WriteOutcome>;
+  verifyDetail: (w: WriteOutcome) => string;
+}
+
+function verifiedDetail(w: WriteOutcome): string {
+  return `sha256 ${w.sha256.slice(0, 16)}... matches`;
+}
+
+/** The classic verification: read the disk back after the write and hash it. */
+function readBackAfterwards(ctx: UploadContext, conn: SshConnection, written: WriteOutcome): WriteRun {
+  return {
+    async verify() {
+      const r = await ctx.runScript(conn, verifyScript(written.rawSize), "verifying the disk", {
+        signal: ctx.signal,
+      });
+      checkDiskHash(r["disk-sha256"], written.sha256, written.rawSize);
+      return written;
+    },
+    verifyDetail: (w) => `${verifiedDetail(w)} (read back after the write)`,
+  };
+}
+
+function checkDiskHash(disk: string | undefined, expected: string, bytes: number): void {
+  if (disk !== expected) {
+    throw new UploadError(
+      "verification_failed",
+      `The disk's first ${bytes} bytes hash to ${disk ?? "(nothing)"}, the image to ${expected}`,
+    );
+  }
 }
 
 async function writeOnce(
@@ -572,86 +755,191 @@ async function writeOnce(
   conn: SshConnection,
   wp: WritePlan,
   early: LocalStream | undefined,
-): Promise<WriteOutcome> {
-  return ctx.steps.run(
+): Promise<WriteRun> {
+  if (wp.url !== undefined) {
+    const written = await ctx.steps.run(
+      "write",
+      () => writeFromUrl(ctx, conn, wp),
+      (r) => `${r.rawSize} bytes, ${r.transfer}`,
+    );
+    return readBackAfterwards(ctx, conn, written);
+  }
+  const path = wp.path;
+  if (path === undefined) throw new Error("write plan without path or url");
+  const stream = early ?? startStream(ctx, { ...wp, path });
+  if (stream.framing === "extents") return writeExtents(ctx, conn, wp, path, stream);
+  const written = await ctx.steps.run(
     "write",
-    async () => {
-      if (wp.url !== undefined) return writeFromUrl(ctx, conn, wp);
-      const path = wp.path;
-      if (path === undefined) throw new Error("write plan without path or url");
-      const stream = early ?? startStream(ctx, { ...wp, path });
-      const input: WriteInput = { kind: "stdin" };
-      const script = writeScript({
-        input,
-        compression: stream.wireCompression,
-        format: wp.remoteFormat,
-        ...(wp.expectedBytes !== undefined ? { expectedBytes: wp.expectedBytes } : {}),
-        ...(wp.virtualSize !== undefined ? { virtualSize: wp.virtualSize } : {}),
-      });
-      const baseRead = ctx.bytesRead;
-      const baseSent = ctx.bytesSent;
-      let lastEmit = 0;
-      // Progress counts bytes read from the local file.
-      const total = (await stat(path)).size;
-      const emit = (force = false) => {
-        const now = Date.now();
-        if (!force && now - lastEmit < 200) return;
-        lastEmit = now;
-        ctx.steps.data("write", ctx.bytesRead, ctx.bytesSent, total);
-      };
-      let result: Record<string, string>;
-      try {
-        result = await ctx.runScript(conn, script, "writing the image", {
-          stdin: stream.output,
-          exitCodes: {
-            [EXIT_NO_ROOM]: "rescue_space",
-            [EXIT_SIZE_MISMATCH]: "corrupt_source",
-            [EXIT_UNSAFE_QCOW2]: "unsafe_image",
-          },
-          signal: ctx.signal,
-          onProgress: (p) => {
-            ctx.bytesSent = baseSent + p.stdinBytes;
-            ctx.bytesRead = baseRead + stream.bytesRead();
-            emit();
-          },
-        });
-      } catch (err) {
-        stream.destroy();
-        // A local failure (corrupt data, compressor) explains a remote failure better than the remote tail.
-        const local = await stream.finish().then(
-          () => undefined,
-          (e: unknown) => e,
-        );
-        if (local instanceof UploadError && !(err instanceof ConnectionLostError)) throw local;
-        throw err;
-      }
-      const local = await stream.finish();
-      ctx.bytesRead = baseRead + stream.bytesRead();
-      emit(true);
-      const expected = wp.payloadSha256 ?? local.sha256;
-      const streamSha = result["stream-sha256"];
-      const streamBytes = Number(result["stream-bytes"]);
-      if (!expected || streamSha !== expected) {
-        throw new UploadError(
-          "verification_failed",
-          `The rescue system received data hashing to ${streamSha ?? "(nothing)"}, but the image hashes to ${expected ?? "(unknown)"}`,
-        );
-      }
-      if (wp.remoteFormat === "qcow2") {
-        const raw = result["raw-sha256"];
-        const rawBytes = Number(result["raw-bytes"]);
-        if (!raw || !/^[0-9a-f]{64}$/.test(raw))
-          throw new UploadError("verification_failed", "no raw hash after conversion");
-        return {
-          sha256: raw,
-          rawSize: rawBytes,
-          transfer: `${stream.description}, converted in the rescue system`,
-        };
-      }
-      return { sha256: streamSha, rawSize: streamBytes, transfer: stream.description };
-    },
+    () => writeImageStream(ctx, conn, wp, path, stream),
     (r) => `${r.rawSize} bytes, ${r.transfer}`,
   );
+  return readBackAfterwards(ctx, conn, written);
+}
+
+/** Progress of a local stream as the write step's data events (bytes read from the file, bytes sent). */
+function progressOf(ctx: UploadContext, stream: LocalStream, total: number) {
+  const baseRead = ctx.bytesRead;
+  const baseSent = ctx.bytesSent;
+  let lastEmit = 0;
+  const emit = (force = false) => {
+    const now = Date.now();
+    if (!force && now - lastEmit < 200) return;
+    lastEmit = now;
+    ctx.steps.data("write", ctx.bytesRead, ctx.bytesSent, total);
+  };
+  return {
+    onProgress: (p: { stdinBytes: number }) => {
+      ctx.bytesSent = baseSent + p.stdinBytes;
+      ctx.bytesRead = baseRead + stream.bytesRead();
+      emit();
+    },
+    done: () => {
+      ctx.bytesRead = baseRead + stream.bytesRead();
+      emit(true);
+    },
+  };
+}
+
+/** A local failure (corrupt data, compressor) explains a remote failure better than the remote tail. */
+async function preferLocalFailure(stream: LocalStream, err: unknown): Promise<never> {
+  stream.destroy();
+  const local = await stream.finish().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (local instanceof UploadError && !(err instanceof ConnectionLostError)) throw local;
+  throw err;
+}
+
+/**
+ * The extent stream: the rescue system writes the image's non-zero runs and reads the disk back behind itself while
+ * the rest is still arriving. The step "write" ends when the last run is written and flushed (the script says so on
+ * stdout); "verify" waits for the rest of the read-back and compares the disk's sha256 with the image's.
+ */
+async function writeExtents(
+  ctx: UploadContext,
+  conn: SshConnection,
+  wp: WritePlan,
+  path: string,
+  stream: LocalStream,
+): Promise<WriteRun> {
+  const script = extentWriteScript({
+    compression: stream.wireCompression,
+    ...(wp.expectedBytes !== undefined ? { expectedBytes: wp.expectedBytes } : {}),
+  });
+  const total = (await stat(path)).size;
+  const progress = progressOf(ctx, stream, total);
+  let markSeen: () => void = () => undefined;
+  const written = new Promise<void>((resolve) => (markSeen = resolve));
+  let stdout = "";
+  const remote = ctx.runScript(conn, script, "writing the image", {
+    stdin: stream.output,
+    exitCodes: {
+      [EXIT_NO_ROOM]: "rescue_space",
+      [EXIT_SIZE_MISMATCH]: "corrupt_source",
+      [EXIT_BAD_STREAM]: "remote_command_failed",
+    },
+    signal: ctx.signal,
+    onProgress: progress.onProgress,
+    onStdout: (chunk) => {
+      if (stdout.length < 4096) stdout += chunk.toString("latin1");
+      if (stdout.includes(WRITTEN_MARK)) markSeen();
+    },
+  });
+  remote.catch(() => undefined); // awaited below; this only keeps an early failure from being unhandled
+  let hashTool: string | undefined;
+  const outcome = await ctx.steps.run(
+    "write",
+    async (): Promise<WriteOutcome> => {
+      try {
+        await Promise.race([written, remote]);
+      } catch (err) {
+        return preferLocalFailure(stream, err);
+      }
+      const local = await stream.finish();
+      progress.done();
+      const sha256 = wp.payloadSha256 ?? local.sha256;
+      const stats = stream.extentStats();
+      if (!sha256 || !stats) throw new Error("extent stream finished without its hash or statistics");
+      return { sha256, rawSize: stats.totalBytes, transfer: stream.description, dataBytes: stats.dataBytes };
+    },
+    (r) =>
+      `${r.rawSize} bytes, ${r.transfer}; zero blocks skipped: ${r.dataBytes ?? 0} bytes sent as data in ${stream.extentStats()?.extents ?? 0} run(s)`,
+  );
+  return {
+    async verify() {
+      const r = await remote;
+      if (Number(r["disk-bytes"]) !== outcome.rawSize) {
+        throw new UploadError(
+          "verification_failed",
+          `The rescue system read back ${r["disk-bytes"] ?? "no"} bytes, the image has ${outcome.rawSize}`,
+        );
+      }
+      checkDiskHash(r["disk-sha256"], outcome.sha256, outcome.rawSize);
+      hashTool = r["hash-tool"];
+      return outcome;
+    },
+    verifyDetail: (w) =>
+      `${verifiedDetail(w)} (read back behind the writer${hashTool ? `, ${hashTool}` : ""})`,
+  };
+}
+
+/** Any other local file: its bytes as they are (compressed file) or compressed on the fly, hashed on both sides. */
+async function writeImageStream(
+  ctx: UploadContext,
+  conn: SshConnection,
+  wp: WritePlan,
+  path: string,
+  stream: LocalStream,
+): Promise<WriteOutcome> {
+  const input: WriteInput = { kind: "stdin" };
+  const script = writeScript({
+    input,
+    compression: stream.wireCompression,
+    format: wp.remoteFormat,
+    ...(wp.expectedBytes !== undefined ? { expectedBytes: wp.expectedBytes } : {}),
+    ...(wp.virtualSize !== undefined ? { virtualSize: wp.virtualSize } : {}),
+  });
+  // Progress counts bytes read from the local file.
+  const progress = progressOf(ctx, stream, (await stat(path)).size);
+  let result: Record<string, string>;
+  try {
+    result = await ctx.runScript(conn, script, "writing the image", {
+      stdin: stream.output,
+      exitCodes: {
+        [EXIT_NO_ROOM]: "rescue_space",
+        [EXIT_SIZE_MISMATCH]: "corrupt_source",
+        [EXIT_UNSAFE_QCOW2]: "unsafe_image",
+      },
+      signal: ctx.signal,
+      onProgress: progress.onProgress,
+    });
+  } catch (err) {
+    return preferLocalFailure(stream, err);
+  }
+  const local = await stream.finish();
+  progress.done();
+  const expected = wp.payloadSha256 ?? local.sha256;
+  const streamSha = result["stream-sha256"];
+  const streamBytes = Number(result["stream-bytes"]);
+  if (!expected || streamSha !== expected) {
+    throw new UploadError(
+      "verification_failed",
+      `The rescue system received data hashing to ${streamSha ?? "(nothing)"}, but the image hashes to ${expected ?? "(unknown)"}`,
+    );
+  }
+  if (wp.remoteFormat === "qcow2") {
+    const raw = result["raw-sha256"];
+    const rawBytes = Number(result["raw-bytes"]);
+    if (!raw || !/^[0-9a-f]{64}$/.test(raw))
+      throw new UploadError("verification_failed", "no raw hash after conversion");
+    return {
+      sha256: raw,
+      rawSize: rawBytes,
+      transfer: `${stream.description}, converted in the rescue system`,
+    };
+  }
+  return { sha256: streamSha, rawSize: streamBytes, transfer: stream.description };
 }
 
 async function writeFromUrl(ctx: UploadContext, conn: SshConnection, wp: WritePlan): Promise<WriteOutcome> {

@@ -6,8 +6,9 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream, type ReadStream } from "node:fs";
 import { PassThrough, Transform, type Readable, type TransformCallback } from "node:stream";
-import { startCompressor, type CodecSpec, type Compressor } from "./compress.js";
+import { startCompressor, type CodecSpec, type Compressor, type SwitchableCompressor } from "./compress.js";
 import { UploadError } from "./errors.js";
+import { EXTENT_BLOCK, ExtentFramer, type ExtentStats } from "./extents.js";
 import { spawnStage, type SpawnedStage } from "./proc.js";
 import { localDecompressor, type Compression } from "./source.js";
 import type { LocalTools } from "./tools.js";
@@ -19,6 +20,11 @@ export interface LocalStreamSpec {
   codec: CodecSpec;
   /** Compute the sha256 (and size) of the payload (the decompressed bytes) while streaming. */
   hash: boolean;
+  /**
+   * Send an uncompressed raw file as an extent stream (extents.ts: its non-zero runs with their offsets) instead of
+   * every byte; the rescue system then writes it with extentWriteScript. Ignored for compressed files.
+   */
+  extents?: boolean;
   /** Compressed bytes buffered ahead of the SSH channel (default DEFAULT_READ_AHEAD_BYTES). */
   readAheadBytes?: number;
   tools?: LocalTools;
@@ -29,8 +35,14 @@ export interface LocalStream {
   readonly output: Readable;
   /** Compression of `output` (what the rescue system must undo). */
   readonly wireCompression: Compression;
-  /** e.g. "zstd -3 -T0" or "sent as is (xz)". */
+  /** e.g. "zstd -3 -T0" or "sent as is (xz)" (a getter: it names every level used so far). */
   readonly description: string;
+  /** The compressor when its level can be changed mid-stream (zstd), else undefined. */
+  readonly switchable: SwitchableCompressor | undefined;
+  /** "extents": an extent stream (see extents.ts); "image": the image's bytes, all of them. */
+  readonly framing: "extents" | "image";
+  /** What the extent stream carried so far (framing "extents"). */
+  extentStats(): ExtentStats | undefined;
   /** Bytes read from the file so far. */
   bytesRead(): number;
   /** Wait for every local stage to finish; the payload hash/size when `hash` was asked. Throws on local failures. */
@@ -66,9 +78,11 @@ class Tap extends Transform {
 
 export function startLocalStream(spec: LocalStreamSpec): LocalStream {
   const readAhead = spec.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES;
-  const file: ReadStream = createReadStream(spec.path, { highWaterMark: 1 << 20 });
+  const framer = spec.extents && spec.fileCompression === "none" ? new ExtentFramer() : undefined;
+  // Whole blocks per read when framing, so the framer never copies.
+  const file: ReadStream = createReadStream(spec.path, { highWaterMark: framer ? EXTENT_BLOCK : 1 << 20 });
   const buffer = new PassThrough({ highWaterMark: Math.max(1 << 20, readAhead) });
-  let compressor: Compressor | undefined;
+  let compressor: Compressor | SwitchableCompressor | undefined;
   let hashStage: SpawnedStage | undefined;
   let payloadHash: Hash | undefined;
   let payloadBytes = 0;
@@ -93,7 +107,12 @@ export function startLocalStream(spec: LocalStreamSpec): LocalStream {
     compressor = startCompressor(spec.codec, spec.tools);
     wireCompression = spec.codec.codec === "zstd" ? "zstd" : spec.codec.codec === "gzip" ? "gz" : "none";
     description = compressor.description;
-    file.pipe(tap).pipe(compressor.input as NodeJS.WritableStream);
+    if (framer)
+      file
+        .pipe(tap)
+        .pipe(framer)
+        .pipe(compressor.input as NodeJS.WritableStream);
+    else file.pipe(tap).pipe(compressor.input as NodeJS.WritableStream);
     compressor.output.pipe(buffer);
     compressor.done.catch((err: Error) =>
       fail(new UploadError("tool_failed", `Local compression failed: ${err.message}`)),
@@ -140,6 +159,7 @@ export function startLocalStream(spec: LocalStreamSpec): LocalStream {
     destroyed = true;
     file.destroy();
     tap.destroy();
+    framer?.destroy();
     compressor?.kill();
     hashStage?.kill();
     buffer.destroy();
@@ -148,7 +168,12 @@ export function startLocalStream(spec: LocalStreamSpec): LocalStream {
   return {
     output: buffer,
     wireCompression,
-    description,
+    get description() {
+      return compressor ? compressor.description : description;
+    },
+    switchable: compressor && "setLevel" in compressor ? compressor : undefined,
+    framing: framer ? "extents" : "image",
+    extentStats: () => framer?.stats,
     bytesRead: () => tap.count,
     async finish() {
       await compressor?.done.catch(() => undefined);

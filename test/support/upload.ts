@@ -85,6 +85,9 @@ export async function startUploadEnv(
     throw err;
   }
   const client = fastClient(te.emulator.endpoint, te.token);
+  // The hash cache of uploads (and of CLI children, which inherit the environment) goes to this run's directory.
+  const previousCache = process.env["XDG_CACHE_HOME"];
+  process.env["XDG_CACHE_HOME"] = join(dir, "cache");
   let images = 0;
   return {
     te,
@@ -98,6 +101,8 @@ export async function startUploadEnv(
       return { path, sha: sha256(buf), size: buf.length };
     },
     async close() {
+      if (previousCache === undefined) delete process.env["XDG_CACHE_HOME"];
+      else process.env["XDG_CACHE_HOME"] = previousCache;
       try {
         await te.close();
         await assertNoHostResidue(te.stateDir, rescueDir);

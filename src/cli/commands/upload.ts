@@ -59,6 +59,20 @@ function resultJson(r: UploadResult): Record<string, unknown> {
     source_compression: r.sourceCompression,
     source_format: r.sourceFormat,
     transfer: r.transfer ?? null,
+    compression_level: r.levelChoice
+      ? {
+          level: r.levelChoice.level,
+          link_mbit_per_second: r.levelChoice.linkMbitPerSecond,
+          cores: r.levelChoice.cores,
+          bound: r.levelChoice.bound,
+          measured: r.levelChoice.measured.map((m) => ({
+            level: m.level,
+            mb_per_second: m.mbPerSecond,
+            ratio: m.ratio,
+          })),
+          detail: r.levelChoice.detail,
+        }
+      : null,
     bytes_read: r.bytesRead,
     bytes_sent: r.bytesSent,
     bytes_hashed: r.bytesHashed,
