@@ -11,7 +11,7 @@
  * Runs are interleaved and repeated (`--runs`); medians are reported. Everything started is stopped at the end.
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -70,6 +70,7 @@ export async function runDeployBench(opts: {
   await run("npm", ["run", "--silent", "build"], { cwd: new URL("..", import.meta.url).pathname });
   const dir = await mkdtemp(join(tmpdir(), "hetznix-bench-deploy-"));
   const pub = join(dir, "pub");
+  await mkdir(pub);
   const token = generateKeyPair("bench").fingerprint; // any random string; never printed
   const release = generateSigningKey("hetznix-bench-1");
   const skFile = join(dir, "release.sk");
