@@ -349,7 +349,10 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     "      D)",
     `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed extent header")}`,
     '        if (( a > end )); then hole "$end" $(( a - end )); fi',
-    `        dd of=${d} bs="$b" count=1 iflag=fullblock seek="$a" oflag=seek_bytes\${dio:+,direct} conv=notrunc status=none`,
+    // O_DIRECT takes whole 4 KiB blocks only: an unaligned run (the image's last, when its size is not a
+    // multiple of 4 KiB) goes through the page cache; the read-back of a direct read flushes that range first.
+    '        if [ -n "$dio" ] && (( a % 4096 == 0 && b % 4096 == 0 )); then wf=seek_bytes,direct; else wf=seek_bytes; fi',
+    `        dd of=${d} bs="$b" count=1 iflag=fullblock seek="$a" oflag=$wf conv=notrunc status=none`,
     '        echo "D $a $b" >&3',
     "        n=$(( n + 1 )); data=$(( data + b )); end=$(( a + b )) ;;",
     "      Z)",
