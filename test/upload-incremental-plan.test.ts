@@ -17,7 +17,7 @@ function hashes(blocks: number[]): Buffer {
 /** Execute the plan on a disk holding `base` (copies in order, then data and zeros) and return the disk's blocks. */
 function execute(plan: DeltaPlan, base: number[], image: number[]): number[] {
   const disk = [...base];
-  while (disk.length < image.length) disk.push(-1); // unknown bytes beyond the base
+  while (disk.length < image.length + 100) disk.push(-1); // unknown bytes beyond the base (and scratch)
   for (const c of plan.copies) {
     // memmove semantics
     const tmp = disk.slice(c.src, c.src + c.count);
@@ -35,7 +35,7 @@ function execute(plan: DeltaPlan, base: number[], image: number[]): number[] {
 /** Copies in plan order read their source before a later copy... checked by executing without memmove buffering. */
 function executeStrict(plan: DeltaPlan, base: number[], image: number[]): number[] {
   const disk = [...base];
-  while (disk.length < image.length) disk.push(-1);
+  while (disk.length < Math.max(image.length, base.length) + 100) disk.push(-1);
   for (const c of plan.copies) {
     if (c.dst > c.src) for (let i = c.count - 1; i >= 0; i--) disk[c.dst + i] = disk[c.src + i] as number;
     else for (let i = 0; i < c.count; i++) disk[c.dst + i] = disk[c.src + i] as number;
@@ -49,8 +49,8 @@ function executeStrict(plan: DeltaPlan, base: number[], image: number[]): number
   return disk.slice(0, image.length);
 }
 
-function check(base: number[], image: number[]): DeltaPlan {
-  const plan = planDelta(hashes(image), hashes(base));
+function check(base: number[], image: number[], scratch?: { start: number; count: number }): DeltaPlan {
+  const plan = planDelta(hashes(image), hashes(base), scratch);
   assert.deepEqual(executeStrict(plan, base, image), image);
   assert.deepEqual(execute(plan, base, image), image);
   const c = plan.counts;
@@ -95,6 +95,18 @@ describe("incremental plan", () => {
     const p = check([1, 2, 3, 4], [1, 3, 2, 4]);
     assert.equal(p.cyclesBroken, 1);
     assert.deepEqual(p.counts, { kept: 2, copied: 1, sent: 1, zero: 0 });
+  });
+
+  it("with scratch space past the image and base, a cycle is staged there, not sent", () => {
+    const p = check([1, 2, 3, 4], [1, 3, 2, 4], { start: 4, count: 10 });
+    assert.equal(p.cyclesBroken, 1);
+    assert.equal(p.staged, 1);
+    assert.deepEqual(p.counts, { kept: 2, copied: 2, sent: 0, zero: 0 });
+    assert.deepEqual(p.scratch, { start: 4, count: 1 });
+    // Too little room: sent as data.
+    const q = check(range(1, 21), [...range(11, 21), ...range(1, 11)], { start: 20, count: 5 });
+    assert.equal(q.staged, 0);
+    assert.equal(q.counts.sent, 10);
   });
 
   it("a cycle of three runs of different sizes: the smallest goes as data", () => {
@@ -145,6 +157,7 @@ describe("incremental plan", () => {
         else image.push(1000 + rnd(1000));
       }
       check(base, image);
+      check(base, image, { start: Math.max(m, n), count: rnd(20) });
     }
   });
 

@@ -281,7 +281,11 @@ export interface ExtentWriteSpec {
    * (read back, never written), holes are zeroed (they may hold the base's data), and after the image the disk is
    * zeroed up to `clearTo` (the base's size) so no stale data is left. Prints COPIED_MARK after the copy phase.
    */
-  incremental?: { clearTo: number };
+  incremental?: {
+    clearTo: number;
+    /** Scratch space the copy phase staged blocks in (bytes): zeroed once the copies are done. */
+    scratch?: { offset: number; length: number };
+  };
 }
 
 /**
@@ -359,7 +363,7 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     "      Z)",
     `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed zero header")}`,
     '        hole "$end" $(( a + b - end )); end=$(( a + b )) ;;',
-    ...(spec.incremental ? incrementalCases(d, bad) : []),
+    ...(spec.incremental ? incrementalCases(d, bad, spec.incremental.scratch) : []),
     `      E) [[ $a =~ ^[0-9]+$ ]] && (( a >= end )) || ${bad("malformed end mark")}; total=$a; break ;;`,
     `      *) ${bad("malformed extent stream")} ;;`,
     "    esac",
@@ -431,12 +435,17 @@ function incrementalHole(d: string): string[] {
 }
 
 /** The writer's cases for an incremental write: the copy list (first), and blocks kept in place. */
-function incrementalCases(d: string, bad: (what: string) => string): string[] {
+function incrementalCases(
+  d: string,
+  bad: (what: string) => string,
+  scratch: { offset: number; length: number } | undefined,
+): string[] {
   return [
     "      C)",
     `        [[ $a =~ ^[0-9]+$ ]] && (( end == 0 && n == 0 )) && [ -z "\${copied:-}" ] || ${bad("malformed copy list header")}`,
     '        if (( a > 0 )); then dd of="$work/copies" bs="$a" count=1 iflag=fullblock status=none; fi',
     "        if (( a > 0 )); then " + copyCommand(d, '"$work/copies"') + "; fi",
+    ...(scratch ? [`        zerorange ${String(scratch.offset)} ${String(scratch.length)} || true`] : []),
     "        flushdev; copied=yes",
     `        echo ${COPIED_MARK} ;;`,
     "      K)",

@@ -9,6 +9,11 @@
  * instead, until none is left. A run whose source and destination overlap each other is fine: it is executed like
  * memmove (backwards when it moves data up the disk).
  *
+ * Cycles are common when regions swap places (a file moved down, another up). When the disk has room past both the
+ * image and the base (`scratch`), a run taken out of a cycle is staged there instead of sent: copied to scratch
+ * before any other copy, and from scratch to its place after all of them; the scratch space is zeroed afterwards, so
+ * the snapshot is not larger for it. Only what does not fit there is sent as data.
+ *
  * Hashes: BLOCK_HASH_BYTES bytes per block (the first bytes of its MD5), all zero for a zero block. A collision can
  * only make a copy bring the wrong bytes, which the whole-image sha256 verification then catches.
  */
@@ -47,8 +52,17 @@ export interface DeltaPlan {
   /** Every block of the new image, in disk order, adjacent runs of one kind merged (copy runs kept apart). */
   segments: Segment[];
   counts: DeltaCounts;
-  /** Copy runs sent as data to break cycles. */
+  /** Copy runs taken out of cycles (staged through scratch space, or sent as data when it has no room). */
   cyclesBroken: number;
+  /** Blocks staged through scratch space (0 when none), and the scratch range used, in blocks. */
+  staged: number;
+  scratch?: { start: number; count: number };
+}
+
+/** Free space on the disk past the image and the base, in blocks, for staging copies taken out of cycles. */
+export interface Scratch {
+  start: number;
+  count: number;
 }
 
 const ZERO_HASH = Buffer.alloc(BLOCK_HASH_BYTES);
@@ -81,7 +95,7 @@ export function isZeroHash(hashes: Buffer, i: number): boolean {
  * Plan the new image (`image`: one hash per whole block) against the base (`base`: one hash per whole block of the
  * base's content). Pure.
  */
-export function planDelta(image: Buffer, base: Buffer): DeltaPlan {
+export function planDelta(image: Buffer, base: Buffer, scratch?: Scratch): DeltaPlan {
   const n = Math.floor(image.length / BLOCK_HASH_BYTES);
   const m = Math.floor(base.length / BLOCK_HASH_BYTES);
   // The places of each non-zero content in the base (the first MAX_CANDIDATES).
@@ -144,11 +158,23 @@ export function planDelta(image: Buffer, base: Buffer): DeltaPlan {
     else runs.push({ src: s, dst: i, count: 1 });
   }
   const { order, broken } = orderCopies(runs);
-  for (const r of broken) for (let i = r.dst; i < r.dst + r.count; i++) kind[i] = "data";
-  runs = order;
+  // Runs out of cycles: staged through scratch while it has room (smallest first), else sent as data.
+  const stageIn: CopyRun[] = [];
+  const stageOut: CopyRun[] = [];
+  let used = 0;
+  for (const r of [...broken].sort((a, b) => a.count - b.count)) {
+    if (scratch && scratch.start >= Math.max(n, m) && used + r.count <= scratch.count) {
+      stageIn.push({ src: r.src, dst: scratch.start + used, count: r.count });
+      stageOut.push({ src: scratch.start + used, dst: r.dst, count: r.count });
+      used += r.count;
+    } else {
+      for (let i = r.dst; i < r.dst + r.count; i++) kind[i] = "data";
+    }
+  }
+  runs = [...stageIn, ...order, ...stageOut];
   const counts: DeltaCounts = { kept: 0, copied: 0, sent: 0, zero: 0 };
   const segments: Segment[] = [];
-  const copyStarts = new Set(runs.map((r) => r.dst));
+  const copyStarts = new Set([...order, ...stageOut].map((r) => r.dst));
   for (let i = 0; i < n; i++) {
     const k = kind[i] as SegmentKind;
     if (k === "keep") counts.kept++;
@@ -160,7 +186,15 @@ export function planDelta(image: Buffer, base: Buffer): DeltaPlan {
       last.count++;
     else segments.push({ kind: k, start: i, count: 1 });
   }
-  return { blocks: n, copies: runs, segments, counts, cyclesBroken: broken.length };
+  return {
+    blocks: n,
+    copies: runs,
+    segments,
+    counts,
+    cyclesBroken: broken.length,
+    staged: used,
+    ...(used > 0 && scratch ? { scratch: { start: scratch.start, count: used } } : {}),
+  };
 }
 
 /**
