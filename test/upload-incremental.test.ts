@@ -11,6 +11,7 @@ import { open, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { isUploadError, type UploadEvent, type UploadResult } from "../src/upload/index.js";
+import { runCli } from "./support/cli.js";
 import {
   assertNoTemporaryResources,
   sha256,
@@ -114,6 +115,46 @@ describe("upload: incremental (--base)", { timeout: 900_000 }, () => {
       assert.ok(steps.has(s), s);
     assert.ok(!steps.has("discard"), "the base is not discarded");
     await assertNoTemporaryResources(env);
+  });
+
+  it("the CLI: upload --base auto --series NAME --output json reports the blocks and bytes", async () => {
+    const image = Buffer.concat([...baseBlocks.slice(0, 300), ...blocks(4), ...baseBlocks.slice(300)]);
+    const path = await save("renamed", image);
+    // auto picks the newest snapshot of the series: the previous test's, whose blocks are this image's but for ~110.
+    const newest = (
+      await env.client.images.all({ type: "snapshot", labelSelector: "hetznix/series=series-a" })
+    ).sort((x, y) => y.id - x.id)[0];
+    const out = await runCli(
+      [
+        "upload",
+        "--image-path",
+        path,
+        "--architecture",
+        "x86",
+        "--base",
+        "auto",
+        "--series",
+        "series-a",
+        "--output",
+        "json",
+      ],
+      { home: env.dir, endpoint: env.te.emulator.endpoint, token: env.te.token, timeoutMs: 180_000 },
+    );
+    assert.equal(out.code, 0, out.stderr);
+    const r = JSON.parse(out.stdout) as {
+      incremental: Record<string, unknown> | null;
+      fallback: string | null;
+      labels: Record<string, string>;
+      image_id: number;
+    };
+    assert.ok(r.incremental, `fallback: ${r.fallback}`);
+    assert.equal(r.fallback, null);
+    assert.equal(r.labels["hetznix/series"], "series-a");
+    assert.equal((r.incremental["base"] as { id: number }).id, newest?.id);
+    assert.ok((r.incremental["blocks"] as { sent: number }).sent < 150);
+    assert.equal(r.incremental["block_bytes"], 4096);
+    assert.ok((r.incremental["bytes_sent"] as number) < image.length / 4);
+    await assertSnapshotHolds(r.image_id, image, baseImage.length);
   });
 
   it("identical content (forced): nothing sent as data, still verified", async () => {
