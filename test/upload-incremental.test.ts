@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { open, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { isUploadError, type UploadEvent, type UploadResult } from "../src/upload/index.js";
+import { isUploadError, writeToDisk, type UploadEvent, type UploadResult } from "../src/upload/index.js";
 import { runCli } from "./support/cli.js";
 import {
   assertNoTemporaryResources,
@@ -19,8 +19,10 @@ import {
   snapshotIds,
   startUploadEnv,
   type UploadTestEnv,
+  sha256File,
   uploadX86,
   waits,
+  withTargetServer,
 } from "./support/upload.js";
 
 const BLOCK = 4096;
@@ -256,6 +258,33 @@ describe("upload: incremental (--base)", { timeout: 900_000 }, () => {
     });
     return snap.image.id;
   }
+
+  it("write-to-disk --base: the server's current disk is the base; only new blocks are sent", async () => {
+    await withTargetServer(env, { name: "incr-target" }, async ({ id: serverId }) => {
+      const first = await writeToDisk({
+        client: env.client,
+        server: serverId,
+        image: { path: await save("wtd", baseImage) },
+        waits,
+      });
+      assert.equal(first.incremental, undefined);
+      const image = Buffer.concat([...blocks(2), ...baseBlocks.slice(500), ...baseBlocks.slice(0, 400)]);
+      const r = await writeToDisk({
+        client: env.client,
+        server: serverId,
+        image: { path: await save("wtd", image) },
+        base: true,
+        waits,
+      });
+      assert.ok(r.incremental, r.fallback);
+      assert.equal(r.incremental.blocks.sent, 2);
+      assert.ok(r.bytesSent < first.bytesSent / 4, `${r.bytesSent} vs ${first.bytesSent}`);
+      const record = env.te.emulator.state.servers.find(serverId);
+      assert.ok(record);
+      assert.equal(await sha256File(join(env.te.stateDir, record.disk), image.length), sha256(image));
+    });
+    await assertNoTemporaryResources(env);
+  });
 
   it("Ctrl-C during the copy phase: aborted, nothing left, no snapshot", async () => {
     const moved = Buffer.concat([...baseBlocks.slice(1), ...blocks(5)]);

@@ -283,6 +283,8 @@ export interface ExtentWriteSpec {
    */
   incremental?: {
     clearTo: number;
+    /** Discard the disk after the image (best effort; write-to-disk, whose full write discards it all first). */
+    discardRest?: boolean;
     /** Scratch space the copy phase staged blocks in (bytes): zeroed once the copies are done. */
     scratch?: { offset: number; length: number };
   };
@@ -374,6 +376,9 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     ...(spec.incremental
       ? [
           `  if (( ${String(spec.incremental.clearTo)} > total )); then zerorange "$total" $(( ${String(spec.incremental.clearTo)} - total )) || true; fi`,
+          ...(spec.incremental.discardRest
+            ? [`  blkdiscard -o $(( (total + 4095) / 4096 * 4096 )) ${d} 2>/dev/null || true`]
+            : []),
         ]
       : []),
     '  echo "$total $n $data" > "$work/written"',

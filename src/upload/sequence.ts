@@ -50,7 +50,7 @@ import {
   type UploadOutcome,
 } from "./steps.js";
 import type { LocalStream } from "./stream.js";
-import { SERIES_LABEL, checkBaseExists, checkSeries, defaultSeries } from "./incremental/base.js";
+import { SERIES_LABEL, checkSeries, defaultSeries } from "./incremental/base.js";
 import { startIncremental, type IncrementalStart } from "./incremental/start.js";
 import { writeIncremental, type IncrementalReport } from "./incremental/write.js";
 import { isNotFound } from "../hcloud/errors.js";
@@ -293,7 +293,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       key.id,
       incr?.base.image.id,
     ).catch(async (err: unknown) => {
-      if (incr && isNotFound(err)) await checkBaseExists(ctx, incr.base);
+      if (incr && isNotFound(err)) await incr.target.stillThere?.();
       throw err;
     });
     const booted = await bootRescue(ctx, server.id, key.id);
@@ -304,7 +304,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     let incremental: IncrementalReport | undefined;
     const incrementalWrite =
       incr && path !== undefined
-        ? await writeIncremental(ctx, booted, key.pair, { ...writePlan, path }, incr.base, incr.hashes)
+        ? await writeIncremental(ctx, booted, key.pair, { ...writePlan, path }, incr.target, incr.hashes)
         : undefined;
     if (incrementalWrite && "fallback" in incrementalWrite) {
       fallback = incrementalWrite.fallback;

@@ -26,6 +26,7 @@ import {
   installSignals,
   makeClient,
   reportFailure,
+  incrementalJson,
   runJson,
   startProgress,
   withSharedFlags,
@@ -80,23 +81,7 @@ function resultJson(r: UploadResult): Record<string, unknown> {
     bytes_hashed: r.bytesHashed,
     server_type: r.serverType ?? null,
     location: r.location ?? null,
-    ...(r.incremental !== undefined
-      ? {
-          incremental: r.incremental
-            ? {
-                base: r.incremental.base,
-                block_bytes: r.incremental.blockBytes,
-                blocks: r.incremental.blocks,
-                copy_runs: r.incremental.copyRuns,
-                cycles_broken: r.incremental.cyclesBroken,
-                staged_blocks: r.incremental.staged,
-                bytes_planned: r.incremental.bytesPlanned,
-                bytes_sent: r.incremental.bytesSent,
-              }
-            : null,
-          fallback: r.fallback ?? null,
-        }
-      : {}),
+    ...incrementalJson(r),
     ...runJson(r),
   };
 }
