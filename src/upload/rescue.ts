@@ -4,7 +4,7 @@
  */
 import { shellQuote } from "../run/remote.js";
 import type { Compression, ImageFormat } from "./source.js";
-import { COPIED_MARK, copyCommand } from "./incremental/script.js";
+import { incrementalCases, incrementalHole } from "./incremental/script.js";
 
 export { bashCommand, parseResult, shellQuote } from "../run/remote.js";
 
@@ -418,45 +418,6 @@ function discardedHole(d: string): string[] {
     '    echo "R $off $len" >&3',
     "  fi",
     "}",
-  ];
-}
-
-/**
- * Holes of an incremental write: the base's data may be there, so they are zeroed, with BLKZEROOUT (zeros by the
- * kernel's guarantee, hashed as such) or else by writing zeros (then read back).
- */
-function incrementalHole(d: string): string[] {
-  return [
-    "zerorange() {",
-    "  local off=$1 len=$2",
-    `  if (( off % 4096 == 0 && len % 4096 == 0 )) && blkdiscard -z -o "$off" -l "$len" ${d} 2>/dev/null; then return 0; fi`,
-    `  head -c "$len" /dev/zero | dd of=${d} bs=1M iflag=fullblock oflag=seek_bytes seek="$off" conv=notrunc status=none`,
-    "  return 1",
-    "}",
-    "hole() {",
-    '  if zerorange "$1" "$2"; then echo "Z $1 $2" >&3; else flushdev; echo "R $1 $2" >&3; fi',
-    "}",
-  ];
-}
-
-/** The writer's cases for an incremental write: the copy list (first), and blocks kept in place. */
-function incrementalCases(
-  d: string,
-  bad: (what: string) => string,
-  scratch: { offset: number; length: number } | undefined,
-): string[] {
-  return [
-    "      C)",
-    `        [[ $a =~ ^[0-9]+$ ]] && (( end == 0 && n == 0 )) && [ -z "\${copied:-}" ] || ${bad("malformed copy list header")}`,
-    '        if (( a > 0 )); then dd of="$work/copies" bs="$a" count=1 iflag=fullblock status=none; fi',
-    "        if (( a > 0 )); then " + copyCommand(d, '"$work/copies"') + "; fi",
-    ...(scratch ? [`        zerorange ${String(scratch.offset)} ${String(scratch.length)} || true`] : []),
-    "        flushdev; copied=yes",
-    `        echo ${COPIED_MARK} ;;`,
-    "      K)",
-    `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed keep header")}`,
-    '        if (( a > end )); then hole "$end" $(( a - end )); fi',
-    '        echo "R $a $b" >&3; end=$(( a + b )) ;;',
   ];
 }
 
