@@ -36,7 +36,7 @@ export async function remember(
 export async function prepareFile(
   ctx: UploadContext,
   src: FileSource,
-  opts: Pick<CommonOptions, "tools">,
+  opts: Pick<CommonOptions, "tools"> & { base?: string },
   hashFirst: boolean,
   known: { remembered?: CachedDigest; cache?: HashCache; stamped?: Stamped } = {},
 ): Promise<LocalImage> {
@@ -65,7 +65,8 @@ export async function prepareFile(
     return { path, compression, remoteFormat, sha256: r.sha256, rawSize: r.rawSize };
   }
   if (!hashFirst || remoteFormat === "qcow2") {
-    ctx.steps.skip("hash", hashFirst ? "qcow2 converted remotely: hashed there" : "hashed while streaming");
+    const later = opts.base !== undefined ? "hashed with its blocks (--base)" : "hashed while streaming";
+    ctx.steps.skip("hash", hashFirst ? "qcow2 converted remotely: hashed there" : later);
     return {
       path,
       compression,

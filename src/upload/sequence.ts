@@ -158,7 +158,14 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       ...(cache ? { cache } : {}),
       ...(stamped ? { stamped } : {}),
     };
-    let hashFirst = src.kind === "file" && !opts.force && storeId === undefined && !known.remembered;
+    // With a base, the image is hashed with its blocks while the server is created from the base (one read of the
+    // file instead of two, and none before the server exists); a duplicate is then found by the lookup after writing.
+    let hashFirst =
+      src.kind === "file" &&
+      !opts.force &&
+      storeId === undefined &&
+      !known.remembered &&
+      opts.base === undefined;
 
     const makePlan = (catalogue: Catalogue, imageBytes: number | undefined) =>
       ctx.steps.run(
