@@ -4,7 +4,7 @@
  */
 import { shellQuote } from "../run/remote.js";
 import type { Compression, ImageFormat } from "./source.js";
-import { incrementalCases, incrementalHole } from "./incremental/script.js";
+import { incrementalCases, incrementalHole, incrementalMarks } from "./incremental/script.js";
 
 export { bashCommand, parseResult, shellQuote } from "../run/remote.js";
 
@@ -332,6 +332,9 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     ...(spec.incremental ? incrementalHole(d) : discardedHole(d)),
     // The reader: what the writer did, in disk order. Data and unzeroed holes are read back; zeroed holes are
     // zeros by the kernel's guarantee and hashed as such.
+    // What the writer tells the reader: at once for a full write; an incremental one merges adjacent ranges to read
+    // back (its many small K and D runs would cost one dd each), up to 64 MiB.
+    ...(spec.incremental ? incrementalMarks() : ['mark() { echo "$1 $2 $3" >&3; }', "flushmarks() { :; }"]),
     "readback() {",
     "  local pos=0 kind off len",
     "  while read -r kind off len; do",
@@ -360,7 +363,7 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     // multiple of 4 KiB) goes through the page cache; the read-back of a direct read flushes that range first.
     '        if [ -n "$dio" ] && (( a % 4096 == 0 && b % 4096 == 0 )); then wf=seek_bytes,direct; else wf=seek_bytes; fi',
     `        dd of=${d} bs="$b" count=1 iflag=fullblock seek="$a" oflag=$wf conv=notrunc status=none`,
-    '        echo "D $a $b" >&3',
+    '        mark D "$a" "$b"',
     "        n=$(( n + 1 )); data=$(( data + b )); end=$(( a + b )) ;;",
     "      Z)",
     `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed zero header")}`,
@@ -373,6 +376,7 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     `  [ -n "$total" ] || { echo "hetznix: the image data ended early (no end mark after $data bytes in $n runs)" >&2; exit ${EXIT_SIZE_MISMATCH}; }`,
     `  if IFS= read -r -n 1 _; then ${bad("data after the end mark")}; fi`,
     '  if (( total > end )); then hole "$end" $(( total - end )); fi',
+    "  flushmarks",
     ...(spec.incremental
       ? [
           `  if (( ${String(spec.incremental.clearTo)} > total )); then zerorange "$total" $(( ${String(spec.incremental.clearTo)} - total )) || true; fi`,

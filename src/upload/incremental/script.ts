@@ -62,7 +62,7 @@ export function incrementalHole(d: string): string[] {
     "  return 1",
     "}",
     "hole() {",
-    '  if zerorange "$1" "$2"; then echo "Z $1 $2" >&3; else flushdev; echo "R $1 $2" >&3; fi',
+    '  if zerorange "$1" "$2"; then flushmarks; echo "Z $1 $2" >&3; else flushdev; mark R "$1" "$2"; fi',
     "}",
   ];
 }
@@ -84,6 +84,27 @@ export function incrementalCases(
     "      K)",
     `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed keep header")}`,
     '        if (( a > end )); then hole "$end" $(( a - end )); fi',
-    '        echo "R $a $b" >&3; end=$(( a + b )) ;;',
+    '        mark R "$a" "$b"; end=$(( a + b )) ;;',
+  ];
+}
+
+/**
+ * `mark KIND OFFSET LENGTH`: a range for the reader to read back, merged with the pending one when adjacent (up to
+ * 64 MiB); `flushmarks` passes the pending range on (before a zeroed range, and at the end).
+ */
+export function incrementalMarks(): string[] {
+  return [
+    "pend_off=0 pend_len=0",
+    "flushmarks() {",
+    '  if (( pend_len > 0 )); then echo "R $pend_off $pend_len" >&3; fi',
+    "  pend_len=0",
+    "}",
+    "mark() {",
+    "  if (( pend_len > 0 && pend_off + pend_len == $2 && pend_len + $3 <= 67108864 )); then",
+    "    pend_len=$(( pend_len + $3 ))",
+    "  else",
+    "    flushmarks; pend_off=$2 pend_len=$3",
+    "  fi",
+    "}",
   ];
 }
