@@ -13,7 +13,9 @@ import { after, before, describe, it } from "node:test";
 import { isUploadError, writeToDisk, type UploadEvent, type UploadResult } from "../src/upload/index.js";
 import { runCli } from "./support/cli.js";
 import {
+  addFault,
   assertNoTemporaryResources,
+  clearFaults,
   sha256,
   snapshotContentSha,
   snapshotIds,
@@ -283,6 +285,35 @@ describe("upload: incremental (--base)", { timeout: 900_000 }, () => {
       assert.ok(record);
       assert.equal(await sha256File(join(env.te.stateDir, record.disk), image.length), sha256(image));
     });
+    await assertNoTemporaryResources(env);
+  });
+
+  it("the SSH connection dropped while sending: a full write on a new connection, the snapshot still right", async () => {
+    const image = Buffer.concat([...baseBlocks.slice(0, 600), ...blocks(400), ...baseBlocks.slice(600)]);
+    const path = await save("series-a", image);
+    await addFault(env, { kind: "ssh_drop", afterBytes: 512 * 1024 });
+    const notes: string[] = [];
+    const r = await uploadX86(
+      env,
+      { path },
+      {
+        base: String(baseResult.imageId),
+        codec: { codec: "zstd", level: 3 },
+        onEvent: (e) => {
+          if (e.kind !== "note" || !/connection lost/.test(e.message)) return;
+          notes.push(e.message);
+          for (const s of env.te.emulator.state.servers.list()) {
+            const host = env.te.emulator.state.host(s.id);
+            if (host) host.dropAfterBytes = undefined;
+          }
+          void clearFaults(env);
+        },
+      },
+    );
+    assert.equal(notes.length, 1, notes.join("\n"));
+    assert.equal(r.incremental, null);
+    assert.match(r.fallback ?? "", /connection lost.*cannot be resumed/);
+    await assertSnapshotHolds(r.imageId, image, baseImage.length);
     await assertNoTemporaryResources(env);
   });
 

@@ -15,7 +15,8 @@ import { UploadError } from "../errors.js";
 import { EXIT_BAD_STREAM, EXIT_SIZE_MISMATCH, WRITTEN_MARK, extentWriteScript } from "../rescue.js";
 import { startLocalStream, type LocalStream } from "../stream.js";
 import type { UploadContext } from "../context.js";
-import { connectRescue } from "../server-steps.js";
+import { checkServerExists, connectRescue } from "../server-steps.js";
+import { ConnectionLostError } from "../../run/remote.js";
 import type { WriteOutcome, WritePlan } from "../writers.js";
 import { DeltaFramer } from "./framer.js";
 import { HashCollector, baseHashScript, probeScript, type ImageHashes } from "./hashes.js";
@@ -62,7 +63,28 @@ export function plannedBytes(plan: DeltaPlan, rawSize: number): number {
   return plan.counts.sent * DELTA_BLOCK + (rawSize - plan.blocks * DELTA_BLOCK);
 }
 
+/**
+ * The incremental data phase (see the module comment). A dropped SSH connection is not retried as such (the copies
+ * may have changed the disk already): it ends in a fallback, and the caller writes the whole image on a new one.
+ */
 export async function writeIncremental(
+  ctx: UploadContext,
+  server: Server,
+  pair: SshKeyPair,
+  wp: WritePlan & { path: string },
+  base: IncrementalTarget,
+  localHashes: Promise<ImageHashes>,
+): Promise<IncrementalWrite> {
+  try {
+    return await writeOnBase(ctx, server, pair, wp, base, localHashes);
+  } catch (err) {
+    if (!(err instanceof ConnectionLostError) || ctx.signal.aborted) throw err;
+    await checkServerExists(ctx, server);
+    return { fallback: `${err.message}; the incremental write cannot be resumed` };
+  }
+}
+
+async function writeOnBase(
   ctx: UploadContext,
   server: Server,
   pair: SshKeyPair,
