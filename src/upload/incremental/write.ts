@@ -75,26 +75,11 @@ export async function writeIncremental(
   base: IncrementalTarget,
   localHashes: Promise<ImageHashes>,
 ): Promise<IncrementalWrite> {
+  let conn: SshConnection | undefined;
   try {
-    return await writeOnBase(ctx, server, pair, wp, base, localHashes);
-  } catch (err) {
-    if (!(err instanceof ConnectionLostError) || ctx.signal.aborted) throw err;
-    await checkServerExists(ctx, server);
-    return { fallback: `${err.message}; the incremental write cannot be resumed` };
-  }
-}
-
-async function writeOnBase(
-  ctx: UploadContext,
-  server: Server,
-  pair: SshKeyPair,
-  wp: WritePlan & { path: string },
-  base: IncrementalTarget,
-  localHashes: Promise<ImageHashes>,
-): Promise<IncrementalWrite> {
-  const conn = await connectRescue(ctx, server, pair);
-  try {
-    const probe = await ctx.runScript(conn, probeScript(), "probing the rescue system", {
+    const open = await connectRescue(ctx, server, pair);
+    conn = open;
+    const probe = await ctx.runScript(open, probeScript(), "probing the rescue system", {
       signal: ctx.signal,
     });
     if (probe["perl"] !== "yes")
@@ -108,7 +93,7 @@ async function writeOnBase(
       };
     const baseHashes = await ctx.steps.run(
       "base-hash",
-      () => hashBase(ctx, conn, baseBlocks),
+      () => hashBase(ctx, open, baseBlocks),
       () => `${baseBlocks} blocks of 4 KiB (${baseBytes} bytes) hashed with perl in the rescue system`,
     );
     const local = await localHashes;
@@ -130,7 +115,7 @@ async function writeOnBase(
     }
     // The last moment the base matters as a snapshot: a base deleted by now is reported, though the disk holds it.
     await base.stillThere?.();
-    const written = await copyAndSend(ctx, conn, wp, base, plan, local);
+    const written = await copyAndSend(ctx, open, wp, base, plan, local);
     const report: IncrementalReport = {
       base: { id: base.id, name: base.name },
       blockBytes: DELTA_BLOCK,
@@ -142,8 +127,12 @@ async function writeOnBase(
       bytesSent: written.sent,
     };
     return { written: written.outcome, report };
+  } catch (err) {
+    if (!(err instanceof ConnectionLostError) || ctx.signal.aborted) throw err;
+    await checkServerExists(ctx, server);
+    return { fallback: `${err.message}; the incremental write cannot be resumed` };
   } finally {
-    await conn.close().catch(() => undefined);
+    await conn?.close().catch(() => undefined);
   }
 }
 
