@@ -141,7 +141,7 @@ export const HASH_FUNCTION = [
  * FIFOs (blocked until the other end opens, which never happens when the script fails early) defers a SIGTERM until
  * the open returns, and would hold the SSH channel's stdout open forever.
  */
-const CLEANUP_FUNCTION =
+export const CLEANUP_FUNCTION =
   'cleanup() { for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$work"; }';
 
 const PRELUDE = [
