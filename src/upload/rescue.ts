@@ -4,6 +4,7 @@
  */
 import { shellQuote } from "../run/remote.js";
 import type { Compression, ImageFormat } from "./source.js";
+import { incrementalCases, incrementalHole, incrementalMarks } from "./incremental/script.js";
 
 export { bashCommand, parseResult, shellQuote } from "../run/remote.js";
 
@@ -140,7 +141,7 @@ export const HASH_FUNCTION = [
  * FIFOs (blocked until the other end opens, which never happens when the script fails early) defers a SIGTERM until
  * the open returns, and would hold the SSH channel's stdout open forever.
  */
-const CLEANUP_FUNCTION =
+export const CLEANUP_FUNCTION =
   'cleanup() { for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$work"; }';
 
 const PRELUDE = [
@@ -282,6 +283,19 @@ export interface ExtentWriteSpec {
   /** The raw image's size when known (checked against the end mark). */
   expectedBytes?: number;
   device?: string;
+  /**
+   * An incremental write onto the base's disk (nothing was discarded): the stream starts with the copy list
+   * (`C <bytes>`, run by the copy phase before anything else), `K <offset> <length>` marks blocks already in place
+   * (read back, never written), holes are zeroed (they may hold the base's data), and after the image the disk is
+   * zeroed up to `clearTo` (the base's size) so no stale data is left. Prints COPIED_MARK after the copy phase.
+   */
+  incremental?: {
+    clearTo: number;
+    /** Discard the disk after the image (best effort; write-to-disk, whose full write discards it all first). */
+    discardRest?: boolean;
+    /** Scratch space the copy phase staged blocks in (bytes): zeroed once the copies are done. */
+    scratch?: { offset: number; length: number };
+  };
 }
 
 /**
@@ -323,16 +337,12 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     '  wz=$(cat "/sys/dev/block/$mm/queue/write_zeroes_max_bytes" 2>/dev/null || echo unknown)',
     '  if [ "$wz" != 0 ]; then zeroout=yes; fi',
     "fi",
-    "hole() {",
-    "  local off=$1 len=$2",
-    `  if [ $zeroout = yes ] && (( off % 4096 == 0 && len % 4096 == 0 )) && blkdiscard -z -o "$off" -l "$len" ${d} 2>/dev/null; then`,
-    '    echo "Z $off $len" >&3',
-    "  else",
-    '    echo "R $off $len" >&3',
-    "  fi",
-    "}",
+    ...(spec.incremental ? incrementalHole(d) : discardedHole(d)),
     // The reader: what the writer did, in disk order. Data and unzeroed holes are read back; zeroed holes are
     // zeros by the kernel's guarantee and hashed as such.
+    // What the writer tells the reader: at once for a full write; an incremental one merges adjacent ranges to read
+    // back (its many small K and D runs would cost one dd each), up to 64 MiB.
+    ...(spec.incremental ? incrementalMarks() : ['mark() { echo "$1 $2 $3" >&3; }', "flushmarks() { :; }"]),
     "readback() {",
     "  local pos=0 kind off len",
     "  while read -r kind off len; do",
@@ -361,11 +371,12 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     // multiple of 4 KiB) goes through the page cache; the read-back of a direct read flushes that range first.
     '        if [ -n "$dio" ] && (( a % 4096 == 0 && b % 4096 == 0 )); then wf=seek_bytes,direct; else wf=seek_bytes; fi',
     `        dd of=${d} bs="$b" count=1 iflag=fullblock seek="$a" oflag=$wf conv=notrunc status=none`,
-    '        echo "D $a $b" >&3',
+    '        mark D "$a" "$b"',
     "        n=$(( n + 1 )); data=$(( data + b )); end=$(( a + b )) ;;",
     "      Z)",
     `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed zero header")}`,
     '        hole "$end" $(( a + b - end )); end=$(( a + b )) ;;',
+    ...(spec.incremental ? incrementalCases(d, bad, spec.incremental.scratch) : []),
     `      E) [[ $a =~ ^[0-9]+$ ]] && (( a >= end )) || ${bad("malformed end mark")}; total=$a; break ;;`,
     `      *) ${bad("malformed extent stream")} ;;`,
     "    esac",
@@ -373,6 +384,15 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     `  [ -n "$total" ] || { echo "hetznix: the image data ended early (no end mark after $data bytes in $n runs)" >&2; exit ${EXIT_SIZE_MISMATCH}; }`,
     `  if IFS= read -r -n 1 _; then ${bad("data after the end mark")}; fi`,
     '  if (( total > end )); then hole "$end" $(( total - end )); fi',
+    "  flushmarks",
+    ...(spec.incremental
+      ? [
+          `  if (( ${String(spec.incremental.clearTo)} > total )); then zerorange "$total" $(( ${String(spec.incremental.clearTo)} - total )) || true; fi`,
+          ...(spec.incremental.discardRest
+            ? [`  blkdiscard -o $(( (total + 4095) / 4096 * 4096 )) ${d} 2>/dev/null || true`]
+            : []),
+        ]
+      : []),
     '  echo "$total $n $data" > "$work/written"',
     "}",
     'read -r total n data < "$work/written"',
@@ -397,6 +417,20 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     'echo "HETZNIX-RESULT disk-sha256=$disk_sha disk-bytes=$total data-bytes=$data extents=$n hash-tool=$hash_tool direct-io=$direct holes=$holes"',
   );
   return lines.join("\n") + "\n";
+}
+
+/** Holes of a write onto a discarded disk: zeroed without writing where the device can, else read back. */
+function discardedHole(d: string): string[] {
+  return [
+    "hole() {",
+    "  local off=$1 len=$2",
+    `  if [ $zeroout = yes ] && (( off % 4096 == 0 && len % 4096 == 0 )) && blkdiscard -z -o "$off" -l "$len" ${d} 2>/dev/null; then`,
+    '    echo "Z $off $len" >&3',
+    "  else",
+    '    echo "R $off $len" >&3',
+    "  fi",
+    "}",
+  ];
 }
 
 /** Bytes the rescue system's download (curl) has read so far, from /proc/PID/io; prints nothing if none runs. */

@@ -15,27 +15,25 @@
  * 13. shutdown    ACPI shutdown, wait until off (hard power-off if it does not go off in time)
  * 14. snapshot    create_image with description and labels (content hash, size, user labels)
  * 15. cleanup     delete the server and the key
+ *
+ * With a base (--base, incremental/): after 3, step "base" chooses and checks it and the image's block hashes start;
+ * the server is created from the base snapshot, and 10-12 become base-hash, delta, copy, send, verify
+ * (incremental/write.ts), or a full write with the reason when the plan says so.
  */
 import { basename } from "node:path";
 import type { Architecture, Image, Labels } from "../hcloud/schema.js";
 import { UploadError } from "./errors.js";
 import { checkUserLabels, contentLabels, identitySelector, type ContentIdentity } from "./identity.js";
-import { HashCache, sameStamp, stampOf, type CachedDigest, type FileStamp } from "./hash-cache.js";
+import { HashCache, sameStamp } from "./hash-cache.js";
 import { planServer, type Plan } from "./plan.js";
 import { runWithCleanup } from "../run/context.js";
 import { RUN_LABEL } from "../run/labels.js";
 import { countSameSize, lookupSnapshot } from "./same-content.js";
-import {
-  digestFile,
-  type Compression,
-  type FileSource,
-  type ImageFormat,
-  type ImageSource,
-} from "./source.js";
+import { prepareFile, remember, takeStamp } from "./prepare-file.js";
+import type { Compression, ImageFormat, ImageSource } from "./source.js";
 import {
   UploadContext,
   bootRescue,
-  convertLocally,
   createTemporaryKey,
   createTemporaryServer,
   fetchCatalogue,
@@ -52,6 +50,10 @@ import {
   type UploadOutcome,
 } from "./steps.js";
 import type { LocalStream } from "./stream.js";
+import { SERIES_LABEL, checkSeries, defaultSeries } from "./incremental/base.js";
+import { startIncremental, type IncrementalStart } from "./incremental/start.js";
+import { writeIncremental, type IncrementalReport } from "./incremental/write.js";
+import { isNotFound } from "../hcloud/errors.js";
 
 export type {
   CommonOptions,
@@ -84,6 +86,14 @@ export interface UploadOptions extends CommonOptions {
    * `$XDG_CACHE_HOME/hetznix`); false to neither read nor write it.
    */
   hashCache?: HashCache | false;
+  /**
+   * Incremental upload: write onto a server created from this snapshot and send only the blocks it does not hold.
+   * "auto" (the newest snapshot of the series and architecture, else a full write), a snapshot id, a label selector,
+   * or a snapshot's description. See incremental/base.ts.
+   */
+  base?: string;
+  /** The image series (label hetznix/series; default from the file name, see incremental/base.ts). */
+  series?: string;
 }
 
 export interface UploadResult extends UploadOutcome {
@@ -105,94 +115,16 @@ export interface UploadResult extends UploadOutcome {
   bytesHashed: number;
   serverType?: string;
   location?: string;
+  /** With a base: what the incremental upload did, or null when it fell back to a full write (see `fallback`). */
+  incremental?: IncrementalReport | null;
+  /** Why an upload with a base wrote the whole image instead. */
+  fallback?: string;
 }
 
 // ---- Upload ----
 
 function describeImage(src: ImageSource): string {
   return src.kind === "file" ? basename(src.path) : new URL(src.url).pathname.split("/").pop() || src.url;
-}
-
-/** The file's stamp when its reading started, so a hash of it can be remembered afterwards. */
-interface Stamped {
-  stamp: FileStamp;
-  atMs: number;
-}
-
-async function takeStamp(src: FileSource): Promise<Stamped | undefined> {
-  const atMs = Date.now();
-  return stampOf(src.realPath).then(
-    (stamp) => ({ stamp, atMs }),
-    () => undefined,
-  );
-}
-
-/** Remember the raw image's digest for the file (best effort, never fails the upload). */
-async function remember(
-  cache: HashCache | undefined,
-  src: FileSource,
-  stamped: Stamped | undefined,
-  digest: CachedDigest,
-): Promise<void> {
-  if (!cache || !stamped) return;
-  await cache.remember(src.realPath, stamped.stamp, stamped.atMs, digest).catch(() => false);
-}
-
-async function prepareFile(
-  ctx: UploadContext,
-  src: FileSource,
-  opts: UploadOptions,
-  hashFirst: boolean,
-  known: { remembered?: CachedDigest; cache?: HashCache; stamped?: Stamped } = {},
-): Promise<LocalImage> {
-  let path = src.realPath;
-  let compression = src.compression;
-  let remoteFormat: ImageFormat = "raw";
-  if (src.format === "qcow2") {
-    const converted = await convertLocally(ctx, src);
-    if (converted) {
-      path = converted;
-      compression = "none";
-    } else {
-      ctx.steps.note(
-        "qemu-img is not installed here: the qcow2 image is converted in the rescue system (its RAM disk limits the size)",
-      );
-      remoteFormat = "qcow2";
-      ctx.steps.skip("convert", "in the rescue system");
-    }
-  }
-  if (known.remembered) {
-    const r = known.remembered;
-    ctx.steps.skip(
-      "hash",
-      `remembered: sha256 ${r.sha256.slice(0, 16)}... of ${r.rawSize} bytes (hash cache)`,
-    );
-    return { path, compression, remoteFormat, sha256: r.sha256, rawSize: r.rawSize };
-  }
-  if (!hashFirst || remoteFormat === "qcow2") {
-    ctx.steps.skip("hash", hashFirst ? "qcow2 converted remotely: hashed there" : "hashed while streaming");
-    return {
-      path,
-      compression,
-      remoteFormat,
-      ...(src.rawSize !== undefined && remoteFormat === "raw" ? { rawSize: src.rawSize } : {}),
-    };
-  }
-  const total =
-    compression === "none" ? (src.format === "qcow2" ? src.qcow2VirtualSize : src.fileSize) : src.fileSize;
-  const digest = await ctx.steps.run(
-    "hash",
-    () =>
-      digestFile(path, compression, src.path, {
-        signal: ctx.signal,
-        ...(opts.tools ? { tools: opts.tools } : {}),
-        onProgress: (n) => ctx.steps.data("hash", n, 0, total),
-      }),
-    (d) => `sha256 ${d.sha256.slice(0, 16)}... of ${d.rawSize} bytes`,
-  );
-  ctx.bytesHashed = digest.bytesRead;
-  await remember(known.cache, src, known.stamped, digest);
-  return { path, compression, remoteFormat, sha256: digest.sha256, rawSize: digest.rawSize };
 }
 
 /** Upload one image as a snapshot; see the module comment for the steps. */
@@ -211,6 +143,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       );
     }
     const src = await inspectSource(ctx, opts.image, opts.storeDir);
+    const series = opts.series !== undefined ? checkSeries(opts.series) : defaultSeries(describeImage(src));
     noteOddSize(ctx, src.rawSize);
     const storeId = src.kind === "file" && opts.useStoreIdentity !== false ? src.storeIdentity : undefined;
     const cache =
@@ -225,7 +158,14 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       ...(cache ? { cache } : {}),
       ...(stamped ? { stamped } : {}),
     };
-    let hashFirst = src.kind === "file" && !opts.force && storeId === undefined && !known.remembered;
+    // With a base, the image is hashed with its blocks while the server is created from the base (one read of the
+    // file instead of two, and none before the server exists); a duplicate is then found by the lookup after writing.
+    let hashFirst =
+      src.kind === "file" &&
+      !opts.force &&
+      storeId === undefined &&
+      !known.remembered &&
+      opts.base === undefined;
 
     const makePlan = (catalogue: Catalogue, imageBytes: number | undefined) =>
       ctx.steps.run(
@@ -251,6 +191,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     const upfrontSize = src.rawSize;
     let prepared: LocalImage;
     let plan: Plan;
+    let catalogue: Catalogue;
     /** True when no snapshot of this raw size exists: the content cannot be a duplicate. */
     let sizeRuledOut = false;
 
@@ -259,7 +200,8 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       // stops here), then ask whether any snapshot of this size exists for the architecture. If none does, the
       // content cannot be a duplicate: skip the separate hash pass and hash while streaming instead, so reading the
       // image overlaps with creating and booting the server.
-      plan = await makePlan(await readCatalogue(), upfrontSize);
+      catalogue = await readCatalogue();
+      plan = await makePlan(catalogue, upfrontSize);
       const architecture = plan.architecture;
       const sameSize = await ctx.steps.run(
         "lookup",
@@ -297,6 +239,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
         throw err;
       });
       prepared = prep;
+      catalogue = early0.catalogue;
       const rawSize = prep.rawSize ?? src.rawSize ?? (src.kind === "file" ? src.fileSize : src.contentLength);
       plan = early0.plan ?? (await makePlan(early0.catalogue, rawSize));
     }
@@ -322,20 +265,65 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       ctx.steps.skip("lookup", opts.force ? "--force" : "content hash known only after writing");
     }
 
-    // Start reading and compressing now, so it overlaps with the server's creation and boot.
     const writePlan = planWrite(ctx, src, prepared);
     const path = writePlan.path;
-    if (path !== undefined) early = startStream(ctx, { ...writePlan, path });
+    // With a base: choose it, plan a disk for both, start the image's block hashes.
+    let incr: IncrementalStart | undefined;
+    let fallback: string | undefined;
+    if (opts.base !== undefined) {
+      const rawSize = prepared.rawSize ?? src.rawSize;
+      const started = await startIncremental(ctx, {
+        spec: opts.base,
+        architecture,
+        series,
+        file:
+          path !== undefined && prepared.compression === "none" && prepared.remoteFormat === "raw" && rawSize
+            ? { path, rawSize }
+            : {
+                missing: "an incremental upload needs the image as an uncompressed raw (or qcow2) file here",
+              },
+        replan: (bytes) => makePlan(catalogue, bytes),
+      });
+      if ("fallback" in started) {
+        fallback = started.fallback;
+        ctx.steps.note(`not incremental: ${fallback}; writing the whole image`);
+      } else incr = started;
+    }
+    // Start reading and compressing now, so it overlaps with the server's creation and boot.
+    if (path !== undefined && !incr) early = startStream(ctx, { ...writePlan, path });
 
     // 5-8. key, server, rescue, power on
     const key = await createTemporaryKey(ctx, "upload");
-    const { server, candidate } = await createTemporaryServer(ctx, plan, key.id);
+    const { server, candidate } = await createTemporaryServer(
+      ctx,
+      incr?.plan ?? plan,
+      key.id,
+      incr?.base.image.id,
+    ).catch(async (err: unknown) => {
+      if (incr && isNotFound(err)) await incr.target.stillThere?.();
+      throw err;
+    });
     const booted = await bootRescue(ctx, server.id, key.id);
 
-    // 9-12. connect, discard, write, verify
+    // 9-12. connect, discard, write, verify (incremental: base-hash, delta, copy, send, verify)
     const firstStream = early;
     early = undefined;
-    const written = await writeAndVerify(ctx, booted, key.pair, writePlan, firstStream);
+    let incremental: IncrementalReport | undefined;
+    const incrementalWrite =
+      incr && path !== undefined
+        ? await writeIncremental(ctx, booted, key.pair, { ...writePlan, path }, incr.target, incr.hashes)
+        : undefined;
+    if (incrementalWrite && "fallback" in incrementalWrite) {
+      fallback = incrementalWrite.fallback;
+      ctx.steps.note(`not incremental: ${fallback}; writing the whole image`);
+    }
+    const written =
+      incrementalWrite && "written" in incrementalWrite
+        ? incrementalWrite.written
+        : await writeAndVerify(ctx, booted, key.pair, writePlan, firstStream);
+    if (incrementalWrite && "report" in incrementalWrite) incremental = incrementalWrite.report;
+    const baseOutcome =
+      opts.base !== undefined ? { incremental: incremental ?? null, ...(fallback ? { fallback } : {}) } : {};
     noteOddSize(ctx, written.rawSize);
 
     if (prepared.sha256 !== undefined && written.sha256 !== prepared.sha256) {
@@ -374,7 +362,12 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     if (foundLater) return reusedResult(ctx, foundLater, src, writtenImage, written.transfer);
 
     // 14. snapshot (labelled with the run, so a cleanup finds it even when create_image's answer is lost)
-    const labels: Labels = { ...userLabels, ...contentLabels(identity), [RUN_LABEL]: ctx.runId };
+    const labels: Labels = {
+      ...userLabels,
+      ...contentLabels(identity),
+      [SERIES_LABEL]: series,
+      [RUN_LABEL]: ctx.runId,
+    };
     const description =
       opts.description ?? `hetznix ${describeImage(src)} sha256:${written.sha256.slice(0, 12)}`;
     const made = await ctx.steps.run(
@@ -420,6 +413,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       bytesHashed: ctx.bytesHashed,
       serverType: candidate.serverType,
       location: candidate.location,
+      ...baseOutcome,
       ...ctx.outcome(),
     };
   };
