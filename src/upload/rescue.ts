@@ -4,7 +4,7 @@
  */
 import { shellQuote } from "../run/remote.js";
 import type { Compression, ImageFormat } from "./source.js";
-import { incrementalCases, incrementalHole, incrementalMarks } from "./incremental/script.js";
+import { incrementalWriterCommand } from "./incremental/writer.js";
 
 export { bashCommand, parseResult, shellQuote } from "../run/remote.js";
 
@@ -301,7 +301,8 @@ export interface ExtentWriteSpec {
 /**
  * Write an extent stream (see extents.ts) from stdin onto the disk, and prove what the disk holds while it is written:
  *
- * - the writer decompresses the stream and puts each run with one dd where it belongs (direct I/O); each range of
+ * - the writer decompresses the stream and puts each run where it belongs (a full write: one dd per run, direct
+ *   I/O; an incremental one: one perl process for the whole stream, incremental/writer.ts); each range of
  *   zeros before it (or announced by Z, or after the last run) is zeroed with BLKZEROOUT where the device does that
  *   without writing, else left as discarded; it tells the reader what it did, in disk order;
  * - the reader, one step behind, reads back from the device what was written and every hole not zeroed that way, and
@@ -337,12 +338,12 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     '  wz=$(cat "/sys/dev/block/$mm/queue/write_zeroes_max_bytes" 2>/dev/null || echo unknown)',
     '  if [ "$wz" != 0 ]; then zeroout=yes; fi',
     "fi",
-    ...(spec.incremental ? incrementalHole(d) : discardedHole(d)),
+    ...(spec.incremental ? [] : discardedHole(d)),
     // The reader: what the writer did, in disk order. Data and unzeroed holes are read back; zeroed holes are
     // zeros by the kernel's guarantee and hashed as such.
-    // What the writer tells the reader: at once for a full write; an incremental one merges adjacent ranges to read
-    // back (its many small K and D runs would cost one dd each), up to 64 MiB.
-    ...(spec.incremental ? incrementalMarks() : ['mark() { echo "$1 $2 $3" >&3; }', "flushmarks() { :; }"]),
+    // What the writer tells the reader: at once for a full write; the incremental writer (incremental/writer.ts)
+    // merges adjacent ranges to read back (its many small K and D runs would cost one dd each), up to 64 MiB.
+    ...(spec.incremental ? [] : ['mark() { echo "$1 $2 $3" >&3; }', "flushmarks() { :; }"]),
     "readback() {",
     "  local pos=0 kind off len",
     "  while read -r kind off len; do",
@@ -358,43 +359,15 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     "}",
     'readback < "$work/marks" > "$work/back" & pids="$pids $!"',
     'exec 3> "$work/marks"',
-    // The writer. bash's read takes a pipe byte by byte, so each header is consumed exactly, and dd with
-    // iflag=fullblock count=1 reads exactly the run that follows it.
-    `${decompress ? `${decompress} | ` : ""}{`,
-    "  total= n=0 data=0 end=0",
-    "  while IFS=' ' read -r tag a b; do",
-    '    case "$tag" in',
-    "      D)",
-    `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed extent header")}`,
-    '        if (( a > end )); then hole "$end" $(( a - end )); fi',
-    // O_DIRECT takes whole 4 KiB blocks only: an unaligned run (the image's last, when its size is not a
-    // multiple of 4 KiB) goes through the page cache; the read-back of a direct read flushes that range first.
-    '        if [ -n "$dio" ] && (( a % 4096 == 0 && b % 4096 == 0 )); then wf=seek_bytes,direct; else wf=seek_bytes; fi',
-    `        dd of=${d} bs="$b" count=1 iflag=fullblock seek="$a" oflag=$wf conv=notrunc status=none`,
-    '        mark D "$a" "$b"',
-    "        n=$(( n + 1 )); data=$(( data + b )); end=$(( a + b )) ;;",
-    "      Z)",
-    `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed zero header")}`,
-    '        hole "$end" $(( a + b - end )); end=$(( a + b )) ;;',
-    ...(spec.incremental ? incrementalCases(d, bad, spec.incremental.scratch) : []),
-    `      E) [[ $a =~ ^[0-9]+$ ]] && (( a >= end )) || ${bad("malformed end mark")}; total=$a; break ;;`,
-    `      *) ${bad("malformed extent stream")} ;;`,
-    "    esac",
-    "  done",
-    `  [ -n "$total" ] || { echo "hetznix: the image data ended early (no end mark after $data bytes in $n runs)" >&2; exit ${EXIT_SIZE_MISMATCH}; }`,
-    `  if IFS= read -r -n 1 _; then ${bad("data after the end mark")}; fi`,
-    '  if (( total > end )); then hole "$end" $(( total - end )); fi',
-    "  flushmarks",
     ...(spec.incremental
       ? [
-          `  if (( ${String(spec.incremental.clearTo)} > total )); then zerorange "$total" $(( ${String(spec.incremental.clearTo)} - total )) || true; fi`,
-          ...(spec.incremental.discardRest
-            ? [`  blkdiscard -o $(( (total + 4095) / 4096 * 4096 )) ${d} 2>/dev/null || true`]
-            : []),
+          `${decompress ? `${decompress} | ` : ""}${incrementalWriterCommand(d, {
+            ...spec.incremental,
+            exitBadStream: EXIT_BAD_STREAM,
+            exitSizeMismatch: EXIT_SIZE_MISMATCH,
+          })}`,
         ]
-      : []),
-    '  echo "$total $n $data" > "$work/written"',
-    "}",
+      : fullWriter(d, decompress, bad)),
     'read -r total n data < "$work/written"',
   ];
   if (spec.expectedBytes !== undefined) {
@@ -417,6 +390,40 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     'echo "HETZNIX-RESULT disk-sha256=$disk_sha disk-bytes=$total data-bytes=$data extents=$n hash-tool=$hash_tool direct-io=$direct holes=$holes"',
   );
   return lines.join("\n") + "\n";
+}
+
+/** The bash writer of a full write (onto a discarded disk): one dd per run. */
+function fullWriter(d: string, decompress: string | null, bad: (what: string) => string): string[] {
+  return [
+    // The writer. bash's read takes a pipe byte by byte, so each header is consumed exactly, and dd with
+    // iflag=fullblock count=1 reads exactly the run that follows it.
+    `${decompress ? `${decompress} | ` : ""}{`,
+    "  total= n=0 data=0 end=0",
+    "  while IFS=' ' read -r tag a b; do",
+    '    case "$tag" in',
+    "      D)",
+    `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed extent header")}`,
+    '        if (( a > end )); then hole "$end" $(( a - end )); fi',
+    // O_DIRECT takes whole 4 KiB blocks only: an unaligned run (the image's last, when its size is not a
+    // multiple of 4 KiB) goes through the page cache; the read-back of a direct read flushes that range first.
+    '        if [ -n "$dio" ] && (( a % 4096 == 0 && b % 4096 == 0 )); then wf=seek_bytes,direct; else wf=seek_bytes; fi',
+    `        dd of=${d} bs="$b" count=1 iflag=fullblock seek="$a" oflag=$wf conv=notrunc status=none`,
+    '        mark D "$a" "$b"',
+    "        n=$(( n + 1 )); data=$(( data + b )); end=$(( a + b )) ;;",
+    "      Z)",
+    `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed zero header")}`,
+    '        hole "$end" $(( a + b - end )); end=$(( a + b )) ;;',
+    `      E) [[ $a =~ ^[0-9]+$ ]] && (( a >= end )) || ${bad("malformed end mark")}; total=$a; break ;;`,
+    `      *) ${bad("malformed extent stream")} ;;`,
+    "    esac",
+    "  done",
+    `  [ -n "$total" ] || { echo "hetznix: the image data ended early (no end mark after $data bytes in $n runs)" >&2; exit ${EXIT_SIZE_MISMATCH}; }`,
+    `  if IFS= read -r -n 1 _; then ${bad("data after the end mark")}; fi`,
+    '  if (( total > end )); then hole "$end" $(( total - end )); fi',
+    "  flushmarks",
+    '  echo "$total $n $data" > "$work/written"',
+    "}",
+  ];
 }
 
 /** Holes of a write onto a discarded disk: zeroed without writing where the device can, else read back. */
