@@ -10,13 +10,21 @@
  */
 import { readFile } from "node:fs/promises";
 import { HCloudClient } from "../src/hcloud/index.js";
-import { UploadContext, uploadImage, writeAndVerify, type WritePlan } from "../src/upload/sequence.js";
+import {
+  UploadContext,
+  uploadImage,
+  writeAndVerify,
+  type UploadOptions,
+  type UploadResult,
+  type WritePlan,
+} from "../src/upload/sequence.js";
 import {
   ENDPOINT_ENV,
   TOKEN_ENV,
   type ClientRequest,
   type ClientResult,
   type DataPhaseRequest,
+  type IncrementalRecord,
   type UploadRequest,
 } from "./protocol.js";
 import type { SshKeyPair } from "../src/ssh/keys.js";
@@ -26,7 +34,12 @@ async function main(): Promise<void> {
   const endpoint = process.env[ENDPOINT_ENV];
   const token = process.env[TOKEN_ENV];
   if (!endpoint || !token) throw new Error(`${ENDPOINT_ENV} and ${TOKEN_ENV} must be set`);
-  const client = new HCloudClient({ token, endpoint });
+  const pollMs = req.mode === "upload" ? req.pollMs : undefined;
+  const client = new HCloudClient({
+    token,
+    endpoint,
+    ...(pollMs ? { waitDefaults: { pollDelay: () => pollMs } } : {}),
+  });
   const result = req.mode === "data" ? await dataPhase(client, req) : await upload(client, req);
   process.stdout.write(JSON.stringify(result) + "\n");
 }
@@ -68,18 +81,22 @@ async function upload(client: HCloudClient, req: UploadRequest): Promise<ClientR
   // when the write step's first progress arrives.
   let writeStarted = false;
   let readAhead: number | undefined;
-  const r = await uploadImage({
+  const options: UploadOptions & { base?: string } = {
     client,
     image: { path: req.image },
     architecture: "x86",
     location: "fsn1",
     ...(req.codec ? { codec: req.codec } : {}),
+    ...(req.force ? { force: true } : {}),
+    ...(req.base ? { base: req.base } : {}),
     onEvent: (e) => {
       if (e.kind === "step" && e.step === "write" && e.status === "start") writeStarted = true;
       if (e.kind === "data" && e.phase === "write" && writeStarted && readAhead === undefined)
         readAhead = e.bytesRead;
     },
-  });
+  };
+  const r: UploadResult & { incremental?: IncrementalRecord | null; fallback?: string } =
+    await uploadImage(options);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   return {
     seconds,
@@ -96,6 +113,9 @@ async function upload(client: HCloudClient, req: UploadRequest): Promise<ClientR
     reused: r.reused,
     imageId: r.imageId,
     ...(readAhead !== undefined ? { readAheadBytes: readAhead } : {}),
+    ...(r.levelChoice ? { level: r.levelChoice.level } : {}),
+    ...(r.incremental !== undefined ? { incremental: r.incremental } : {}),
+    ...(r.fallback !== undefined ? { fallback: r.fallback } : {}),
   };
 }
 

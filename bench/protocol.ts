@@ -19,6 +19,22 @@ export interface UploadRequest {
   mode: "upload";
   image: string;
   codec?: CodecSpec;
+  /** Upload even when a snapshot of the same content exists (a measured run must write). */
+  force?: boolean;
+  /** Incremental upload onto a server made from this snapshot (id, name or label selector, or "auto"). */
+  base?: string;
+  /** Poll actions every this many ms (for an emulator running faster than Hetzner); default: the client's. */
+  pollMs?: number;
+}
+
+/** What an incremental upload reports (UploadResult.incremental, src/upload/sequence.ts). */
+export interface IncrementalRecord {
+  base: { id: number; name: string };
+  blockBytes: number;
+  blocks: { kept: number; copied: number; sent: number; zero: number };
+  copyRuns: number;
+  bytesPlanned: number;
+  bytesSent: number;
 }
 
 export type ClientRequest = DataPhaseRequest | UploadRequest;
@@ -44,6 +60,11 @@ export interface ClientResult {
   imageId?: number;
   /** Upload mode: image bytes read (and compressed) before the write step's first progress (read-ahead). */
   readAheadBytes?: number;
+  /** The zstd level chosen for the data phase, when one was. */
+  level?: number;
+  /** Upload mode with a base: what the incremental upload did (null: it wrote the whole image), and why not. */
+  incremental?: IncrementalRecord | null;
+  fallback?: string;
 }
 
 /** The local emulator's endpoint and (random, per-run) token reach the child through these variables. */
