@@ -18,7 +18,14 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { MiB } from "./images.js";
-import { blockStats, ensurePair, newBlocksCompressedSize, type BlockStats, type ImagePair } from "./pair.js";
+import {
+  ensurePair,
+  pairBlockStats,
+  pairNewBlocks,
+  type BlockStats,
+  type ImagePair,
+  type NewBlocksSize,
+} from "./pair.js";
 import { isStopping, onCleanup } from "./cleanup.js";
 import { cpuPlan, placeOwnTree, type CpuMode, type CpuPlan } from "./cpu.js";
 import { measureLoopbackRate, shapeLoopback, type Shaping } from "./shape.js";
@@ -299,7 +306,7 @@ interface PairFacts {
   pair: ImagePair;
   stats: BlockStats;
   /** zstd size of the new blocks alone, per level used. */
-  newBlocks: Map<number, { blocks: number; rawBytes: number; compressedBytes: number }>;
+  newBlocks: Map<number, NewBlocksSize>;
 }
 
 /** Steps shorter than this in every mode are summed into "other" in the steps table. */
@@ -501,7 +508,7 @@ async function main(): Promise<void> {
   await mkdir(WORK, { recursive: true });
   const pair = await ensurePair({ sizeBytes: opts.sizeBytes, seed: opts.seed }, WORK, log);
   log(`block statistics of the pair`);
-  const stats = await blockStats(pair.old.path, pair.new.path);
+  const stats = await pairBlockStats(pair);
   log(
     `new image: ${stats.blocks} non-zero blocks: ${stats.percent.sameOffset.toFixed(1)}% same offset, ` +
       `${stats.percent.elsewhere.toFixed(1)}% elsewhere, ${stats.percent.new.toFixed(1)}% new`,
@@ -519,7 +526,7 @@ async function main(): Promise<void> {
   for (const level of levels) {
     if (isStopping()) break;
     log(`zstd ${levelName(level)} of the new blocks alone`);
-    newBlocks.set(level, await newBlocksCompressedSize(pair.old.path, pair.new.path, level));
+    newBlocks.set(level, await pairNewBlocks(pair, level));
   }
   const load = { before: loadBefore, after: await loadAverage() };
   const md = render(

@@ -591,3 +591,41 @@ export async function newBlocksCompressedSize(
   if (code !== 0) throw new Error(`zstd ${levelArgs(level).join(" ")} exited with ${code}`);
   return { blocks, rawBytes, compressedBytes };
 }
+
+// ---- remembered per pair ----
+
+interface PairFacts {
+  stats?: BlockStats;
+  /** By zstd level. */
+  newBlocks?: Record<string, NewBlocksSize>;
+}
+
+export type NewBlocksSize = Awaited<ReturnType<typeof newBlocksCompressedSize>>;
+
+async function readFacts(pair: ImagePair): Promise<PairFacts> {
+  return JSON.parse(await readFile(join(pair.dir, "facts.json"), "utf8").catch(() => "{}")) as PairFacts;
+}
+
+async function rememberFacts(pair: ImagePair, change: (f: PairFacts) => void): Promise<void> {
+  const facts = await readFacts(pair);
+  change(facts);
+  await writeFile(join(pair.dir, "facts.json"), JSON.stringify(facts, null, 2) + "\n");
+}
+
+/** `blockStats` of a pair, remembered beside its images (a pair is rebuilt in a new directory, never in place). */
+export async function pairBlockStats(pair: ImagePair): Promise<BlockStats> {
+  const known = (await readFacts(pair)).stats;
+  if (known) return known;
+  const stats = await blockStats(pair.old.path, pair.new.path);
+  await rememberFacts(pair, (f) => (f.stats = stats));
+  return stats;
+}
+
+/** `newBlocksCompressedSize` of a pair at `level`, remembered beside its images. */
+export async function pairNewBlocks(pair: ImagePair, level: number): Promise<NewBlocksSize> {
+  const known = (await readFacts(pair)).newBlocks?.[String(level)];
+  if (known) return known;
+  const size = await newBlocksCompressedSize(pair.old.path, pair.new.path, level);
+  await rememberFacts(pair, (f) => (f.newBlocks = { ...f.newBlocks, [String(level)]: size }));
+  return size;
+}
