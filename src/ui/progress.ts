@@ -57,6 +57,11 @@ export const STEP_TITLES: Record<string, string> = {
   connect: "connect over SSH",
   discard: "discard disk",
   write: "write image",
+  base: "choose base snapshot",
+  "base-hash": "hash base blocks on the server",
+  delta: "plan blocks",
+  copy: "copy blocks on the server",
+  send: "send new blocks",
   verify: "verify disk",
   shutdown: "shut down",
   snapshot: "create snapshot",
@@ -74,7 +79,7 @@ export function dataLine(e: DataEvent, rate: number | undefined): string {
   } else {
     parts.push(`${formatBytes(e.bytesRead)} ${verb}`);
   }
-  if (e.phase === "write") parts.push(`${formatBytes(e.bytesSent)} sent`);
+  if (e.phase === "write" || e.phase === "send") parts.push(`${formatBytes(e.bytesSent)} sent`);
   if (rate !== undefined && rate > 0) {
     parts.push(formatRate(rate));
     if (e.total !== undefined && e.total > e.bytesRead)
@@ -164,7 +169,7 @@ export function createProgressRenderer(opts: RendererOptions): ProgressRenderer 
       if (!l.step) continue;
       const elapsed = formatDuration(now() - l.stepStart);
       let text = `${prefix(image)}... ${title(l.step)} ${elapsed}`;
-      if (l.data && (l.step === "write" || l.step === "hash")) {
+      if (l.data && ["write", "hash", "send", "base-hash"].includes(l.step)) {
         text = `${prefix(image)}${title(l.step)}: ${dataLine(l.data, rateOf(l))}`;
       }
       lines.push(text.length > width() ? text.slice(0, width() - 1) + "~" : text);

@@ -33,6 +33,12 @@ export type UploadStep =
   | "discard"
   | "measure"
   | "write"
+  /** Incremental upload (--base): choose the base, hash it on the server, plan the blocks, copy, send. */
+  | "base"
+  | "base-hash"
+  | "delta"
+  | "copy"
+  | "send"
   | "verify"
   | "shutdown"
   | "snapshot"

@@ -40,6 +40,11 @@ export type UploadErrorCode =
   | "rescue_space"
   /** The operation was aborted (signal or AbortSignal). */
   | "aborted"
+  /**
+   * The base named for an incremental upload (--base) cannot be used: not found, not a snapshot, another
+   * architecture, not made by hetznix, or deleted during the run.
+   */
+  | "invalid_base"
   /** A local helper program (zstd, qemu-img, ...) failed or is missing. */
   | "tool_failed";
 

@@ -4,6 +4,7 @@
  */
 import { shellQuote } from "../run/remote.js";
 import type { Compression, ImageFormat } from "./source.js";
+import { COPIED_MARK, copyCommand } from "./incremental/script.js";
 
 export { bashCommand, parseResult, shellQuote } from "../run/remote.js";
 
@@ -274,6 +275,17 @@ export interface ExtentWriteSpec {
   /** The raw image's size when known (checked against the end mark). */
   expectedBytes?: number;
   device?: string;
+  /**
+   * An incremental write onto the base's disk (nothing was discarded): the stream starts with the copy list
+   * (`C <bytes>`, run by the copy phase before anything else), `K <offset> <length>` marks blocks already in place
+   * (read back, never written), holes are zeroed (they may hold the base's data), and after the image the disk is
+   * zeroed up to `clearTo` (the base's size) so no stale data is left. Prints COPIED_MARK after the copy phase.
+   */
+  incremental?: {
+    clearTo: number;
+    /** Scratch space the copy phase staged blocks in (bytes): zeroed once the copies are done. */
+    scratch?: { offset: number; length: number };
+  };
 }
 
 /**
@@ -315,14 +327,7 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     '  wz=$(cat "/sys/dev/block/$mm/queue/write_zeroes_max_bytes" 2>/dev/null || echo unknown)',
     '  if [ "$wz" != 0 ]; then zeroout=yes; fi',
     "fi",
-    "hole() {",
-    "  local off=$1 len=$2",
-    `  if [ $zeroout = yes ] && (( off % 4096 == 0 && len % 4096 == 0 )) && blkdiscard -z -o "$off" -l "$len" ${d} 2>/dev/null; then`,
-    '    echo "Z $off $len" >&3',
-    "  else",
-    '    echo "R $off $len" >&3',
-    "  fi",
-    "}",
+    ...(spec.incremental ? incrementalHole(d) : discardedHole(d)),
     // The reader: what the writer did, in disk order. Data and unzeroed holes are read back; zeroed holes are
     // zeros by the kernel's guarantee and hashed as such.
     "readback() {",
@@ -358,6 +363,7 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     "      Z)",
     `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed zero header")}`,
     '        hole "$end" $(( a + b - end )); end=$(( a + b )) ;;',
+    ...(spec.incremental ? incrementalCases(d, bad, spec.incremental.scratch) : []),
     `      E) [[ $a =~ ^[0-9]+$ ]] && (( a >= end )) || ${bad("malformed end mark")}; total=$a; break ;;`,
     `      *) ${bad("malformed extent stream")} ;;`,
     "    esac",
@@ -365,6 +371,11 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     `  [ -n "$total" ] || { echo "hetznix: the image data ended early (no end mark after $data bytes in $n runs)" >&2; exit ${EXIT_SIZE_MISMATCH}; }`,
     `  if IFS= read -r -n 1 _; then ${bad("data after the end mark")}; fi`,
     '  if (( total > end )); then hole "$end" $(( total - end )); fi',
+    ...(spec.incremental
+      ? [
+          `  if (( ${String(spec.incremental.clearTo)} > total )); then zerorange "$total" $(( ${String(spec.incremental.clearTo)} - total )) || true; fi`,
+        ]
+      : []),
     '  echo "$total $n $data" > "$work/written"',
     "}",
     'read -r total n data < "$work/written"',
@@ -389,6 +400,59 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     'echo "HETZNIX-RESULT disk-sha256=$disk_sha disk-bytes=$total data-bytes=$data extents=$n hash-tool=$hash_tool direct-io=$direct holes=$holes"',
   );
   return lines.join("\n") + "\n";
+}
+
+/** Holes of a write onto a discarded disk: zeroed without writing where the device can, else read back. */
+function discardedHole(d: string): string[] {
+  return [
+    "hole() {",
+    "  local off=$1 len=$2",
+    `  if [ $zeroout = yes ] && (( off % 4096 == 0 && len % 4096 == 0 )) && blkdiscard -z -o "$off" -l "$len" ${d} 2>/dev/null; then`,
+    '    echo "Z $off $len" >&3',
+    "  else",
+    '    echo "R $off $len" >&3',
+    "  fi",
+    "}",
+  ];
+}
+
+/**
+ * Holes of an incremental write: the base's data may be there, so they are zeroed, with BLKZEROOUT (zeros by the
+ * kernel's guarantee, hashed as such) or else by writing zeros (then read back).
+ */
+function incrementalHole(d: string): string[] {
+  return [
+    "zerorange() {",
+    "  local off=$1 len=$2",
+    `  if (( off % 4096 == 0 && len % 4096 == 0 )) && blkdiscard -z -o "$off" -l "$len" ${d} 2>/dev/null; then return 0; fi`,
+    `  head -c "$len" /dev/zero | dd of=${d} bs=1M iflag=fullblock oflag=seek_bytes seek="$off" conv=notrunc status=none`,
+    "  return 1",
+    "}",
+    "hole() {",
+    '  if zerorange "$1" "$2"; then echo "Z $1 $2" >&3; else flushdev; echo "R $1 $2" >&3; fi',
+    "}",
+  ];
+}
+
+/** The writer's cases for an incremental write: the copy list (first), and blocks kept in place. */
+function incrementalCases(
+  d: string,
+  bad: (what: string) => string,
+  scratch: { offset: number; length: number } | undefined,
+): string[] {
+  return [
+    "      C)",
+    `        [[ $a =~ ^[0-9]+$ ]] && (( end == 0 && n == 0 )) && [ -z "\${copied:-}" ] || ${bad("malformed copy list header")}`,
+    '        if (( a > 0 )); then dd of="$work/copies" bs="$a" count=1 iflag=fullblock status=none; fi',
+    "        if (( a > 0 )); then " + copyCommand(d, '"$work/copies"') + "; fi",
+    ...(scratch ? [`        zerorange ${String(scratch.offset)} ${String(scratch.length)} || true`] : []),
+    "        flushdev; copied=yes",
+    `        echo ${COPIED_MARK} ;;`,
+    "      K)",
+    `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed keep header")}`,
+    '        if (( a > end )); then hole "$end" $(( a - end )); fi',
+    '        echo "R $a $b" >&3; end=$(( a + b )) ;;',
+  ];
 }
 
 /** Bytes the rescue system's download (curl) has read so far, from /proc/PID/io; prints nothing if none runs. */

@@ -15,6 +15,10 @@
  * 13. shutdown    ACPI shutdown, wait until off (hard power-off if it does not go off in time)
  * 14. snapshot    create_image with description and labels (content hash, size, user labels)
  * 15. cleanup     delete the server and the key
+ *
+ * With a base (--base, incremental/): after 3, step "base" chooses and checks it and the image's block hashes start;
+ * the server is created from the base snapshot, and 10-12 become base-hash, delta, copy, send, verify
+ * (incremental/write.ts), or a full write with the reason when the plan says so.
  */
 import { basename } from "node:path";
 import type { Architecture, Image, Labels } from "../hcloud/schema.js";
@@ -52,6 +56,10 @@ import {
   type UploadOutcome,
 } from "./steps.js";
 import type { LocalStream } from "./stream.js";
+import { SERIES_LABEL, checkBaseExists, checkSeries, defaultSeries } from "./incremental/base.js";
+import { startIncremental, type IncrementalStart } from "./incremental/start.js";
+import { writeIncremental, type IncrementalReport } from "./incremental/write.js";
+import { isNotFound } from "../hcloud/errors.js";
 
 export type {
   CommonOptions,
@@ -84,6 +92,14 @@ export interface UploadOptions extends CommonOptions {
    * `$XDG_CACHE_HOME/hetznix`); false to neither read nor write it.
    */
   hashCache?: HashCache | false;
+  /**
+   * Incremental upload: write onto a server created from this snapshot and send only the blocks it does not hold.
+   * "auto" (the newest snapshot of the series and architecture, else a full write), a snapshot id, a label selector,
+   * or a snapshot's description. See incremental/base.ts.
+   */
+  base?: string;
+  /** The image series (label hetznix/series; default from the file name, see incremental/base.ts). */
+  series?: string;
 }
 
 export interface UploadResult extends UploadOutcome {
@@ -105,6 +121,10 @@ export interface UploadResult extends UploadOutcome {
   bytesHashed: number;
   serverType?: string;
   location?: string;
+  /** With a base: what the incremental upload did, or null when it fell back to a full write (see `fallback`). */
+  incremental?: IncrementalReport | null;
+  /** Why an upload with a base wrote the whole image instead. */
+  fallback?: string;
 }
 
 // ---- Upload ----
@@ -211,6 +231,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       );
     }
     const src = await inspectSource(ctx, opts.image, opts.storeDir);
+    const series = opts.series !== undefined ? checkSeries(opts.series) : defaultSeries(describeImage(src));
     noteOddSize(ctx, src.rawSize);
     const storeId = src.kind === "file" && opts.useStoreIdentity !== false ? src.storeIdentity : undefined;
     const cache =
@@ -251,6 +272,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     const upfrontSize = src.rawSize;
     let prepared: LocalImage;
     let plan: Plan;
+    let catalogue: Catalogue;
     /** True when no snapshot of this raw size exists: the content cannot be a duplicate. */
     let sizeRuledOut = false;
 
@@ -259,7 +281,8 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       // stops here), then ask whether any snapshot of this size exists for the architecture. If none does, the
       // content cannot be a duplicate: skip the separate hash pass and hash while streaming instead, so reading the
       // image overlaps with creating and booting the server.
-      plan = await makePlan(await readCatalogue(), upfrontSize);
+      catalogue = await readCatalogue();
+      plan = await makePlan(catalogue, upfrontSize);
       const architecture = plan.architecture;
       const sameSize = await ctx.steps.run(
         "lookup",
@@ -297,6 +320,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
         throw err;
       });
       prepared = prep;
+      catalogue = early0.catalogue;
       const rawSize = prep.rawSize ?? src.rawSize ?? (src.kind === "file" ? src.fileSize : src.contentLength);
       plan = early0.plan ?? (await makePlan(early0.catalogue, rawSize));
     }
@@ -322,20 +346,65 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       ctx.steps.skip("lookup", opts.force ? "--force" : "content hash known only after writing");
     }
 
-    // Start reading and compressing now, so it overlaps with the server's creation and boot.
     const writePlan = planWrite(ctx, src, prepared);
     const path = writePlan.path;
-    if (path !== undefined) early = startStream(ctx, { ...writePlan, path });
+    // With a base: choose it, plan a disk for both, start the image's block hashes.
+    let incr: IncrementalStart | undefined;
+    let fallback: string | undefined;
+    if (opts.base !== undefined) {
+      const rawSize = prepared.rawSize ?? src.rawSize;
+      const started = await startIncremental(ctx, {
+        spec: opts.base,
+        architecture,
+        series,
+        file:
+          path !== undefined && prepared.compression === "none" && prepared.remoteFormat === "raw" && rawSize
+            ? { path, rawSize }
+            : {
+                missing: "an incremental upload needs the image as an uncompressed raw (or qcow2) file here",
+              },
+        replan: (bytes) => makePlan(catalogue, bytes),
+      });
+      if ("fallback" in started) {
+        fallback = started.fallback;
+        ctx.steps.note(`not incremental: ${fallback}; writing the whole image`);
+      } else incr = started;
+    }
+    // Start reading and compressing now, so it overlaps with the server's creation and boot.
+    if (path !== undefined && !incr) early = startStream(ctx, { ...writePlan, path });
 
     // 5-8. key, server, rescue, power on
     const key = await createTemporaryKey(ctx, "upload");
-    const { server, candidate } = await createTemporaryServer(ctx, plan, key.id);
+    const { server, candidate } = await createTemporaryServer(
+      ctx,
+      incr?.plan ?? plan,
+      key.id,
+      incr?.base.image.id,
+    ).catch(async (err: unknown) => {
+      if (incr && isNotFound(err)) await checkBaseExists(ctx, incr.base);
+      throw err;
+    });
     const booted = await bootRescue(ctx, server.id, key.id);
 
-    // 9-12. connect, discard, write, verify
+    // 9-12. connect, discard, write, verify (incremental: base-hash, delta, copy, send, verify)
     const firstStream = early;
     early = undefined;
-    const written = await writeAndVerify(ctx, booted, key.pair, writePlan, firstStream);
+    let incremental: IncrementalReport | undefined;
+    const incrementalWrite =
+      incr && path !== undefined
+        ? await writeIncremental(ctx, booted, key.pair, { ...writePlan, path }, incr.base, incr.hashes)
+        : undefined;
+    if (incrementalWrite && "fallback" in incrementalWrite) {
+      fallback = incrementalWrite.fallback;
+      ctx.steps.note(`not incremental: ${fallback}; writing the whole image`);
+    }
+    const written =
+      incrementalWrite && "written" in incrementalWrite
+        ? incrementalWrite.written
+        : await writeAndVerify(ctx, booted, key.pair, writePlan, firstStream);
+    if (incrementalWrite && "report" in incrementalWrite) incremental = incrementalWrite.report;
+    const baseOutcome =
+      opts.base !== undefined ? { incremental: incremental ?? null, ...(fallback ? { fallback } : {}) } : {};
     noteOddSize(ctx, written.rawSize);
 
     if (prepared.sha256 !== undefined && written.sha256 !== prepared.sha256) {
@@ -374,7 +443,12 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     if (foundLater) return reusedResult(ctx, foundLater, src, writtenImage, written.transfer);
 
     // 14. snapshot (labelled with the run, so a cleanup finds it even when create_image's answer is lost)
-    const labels: Labels = { ...userLabels, ...contentLabels(identity), [RUN_LABEL]: ctx.runId };
+    const labels: Labels = {
+      ...userLabels,
+      ...contentLabels(identity),
+      [SERIES_LABEL]: series,
+      [RUN_LABEL]: ctx.runId,
+    };
     const description =
       opts.description ?? `hetznix ${describeImage(src)} sha256:${written.sha256.slice(0, 12)}`;
     const made = await ctx.steps.run(
@@ -420,6 +494,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       bytesHashed: ctx.bytesHashed,
       serverType: candidate.serverType,
       location: candidate.location,
+      ...baseOutcome,
       ...ctx.outcome(),
     };
   };

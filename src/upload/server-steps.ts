@@ -63,16 +63,20 @@ async function pickBaseImage(ctx: UploadContext, architecture: Architecture): Pr
   return any.id;
 }
 
-/** Create the temporary server, trying the planned pairs in order on 412 resource_unavailable. */
+/**
+ * Create the temporary server, trying the planned pairs in order on 412 resource_unavailable. From `image` when given
+ * (an incremental upload's base snapshot), else from a system image (never booted: the rescue system is).
+ */
 export async function createTemporaryServer(
   ctx: UploadContext,
   plan: Plan,
   keyId: number,
+  image?: number,
 ): Promise<{ server: Server; candidate: Candidate }> {
   return ctx.steps.run(
     "server",
     async () => {
-      const baseImage = await pickBaseImage(ctx, plan.architecture);
+      const baseImage = image ?? (await pickBaseImage(ctx, plan.architecture));
       const tried: string[] = [];
       for (const candidate of plan.candidates) {
         throwIfAborted(ctx.signal, ctx.operation);
@@ -114,7 +118,8 @@ export async function createTemporaryServer(
         `No capacity for a temporary ${plan.architecture} server; tried ${tried.join(", ")}`,
       );
     },
-    (r) => `${r.candidate.serverType} in ${r.candidate.location} (server ${r.server.id})`,
+    (r) =>
+      `${r.candidate.serverType} in ${r.candidate.location} (server ${r.server.id}${image !== undefined ? `, from snapshot ${image}` : ""})`,
   );
 }
 

@@ -25,10 +25,15 @@ export interface LocalStreamSpec {
    * every byte; the rescue system then writes it with extentWriteScript. Ignored for compressed files.
    */
   extents?: boolean;
+  /** Frame the raw file with this instead (an incremental write's DeltaFramer); implies extents. */
+  framer?: StreamFramer;
   /** Compressed bytes buffered ahead of the SSH channel (default DEFAULT_READ_AHEAD_BYTES). */
   readAheadBytes?: number;
   tools?: LocalTools;
 }
+
+/** Turns raw image bytes into an extent stream, counting what it carried. */
+export type StreamFramer = Transform & { readonly stats: ExtentStats };
 
 export interface LocalStream {
   /** What goes to the SSH command's stdin. */
@@ -78,7 +83,10 @@ class Tap extends Transform {
 
 export function startLocalStream(spec: LocalStreamSpec): LocalStream {
   const readAhead = spec.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES;
-  const framer = spec.extents && spec.fileCompression === "none" ? new ExtentFramer() : undefined;
+  const framer: StreamFramer | undefined =
+    spec.fileCompression !== "none"
+      ? undefined
+      : (spec.framer ?? (spec.extents ? new ExtentFramer() : undefined));
   // Whole blocks per read when framing, so the framer never copies.
   const file: ReadStream = createReadStream(spec.path, { highWaterMark: framer ? EXTENT_BLOCK : 1 << 20 });
   const buffer = new PassThrough({ highWaterMark: Math.max(1 << 20, readAhead) });
