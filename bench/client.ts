@@ -15,7 +15,6 @@ import {
   uploadImage,
   writeAndVerify,
   type UploadOptions,
-  type UploadResult,
   type WritePlan,
 } from "../src/upload/sequence.js";
 import {
@@ -24,7 +23,6 @@ import {
   type ClientRequest,
   type ClientResult,
   type DataPhaseRequest,
-  type IncrementalRecord,
   type UploadRequest,
 } from "./protocol.js";
 import type { SshKeyPair } from "../src/ssh/keys.js";
@@ -81,7 +79,7 @@ async function upload(client: HCloudClient, req: UploadRequest): Promise<ClientR
   // when the write step's first progress arrives.
   let writeStarted = false;
   let readAhead: number | undefined;
-  const options: UploadOptions & { base?: string } = {
+  const options: UploadOptions = {
     client,
     image: { path: req.image },
     architecture: "x86",
@@ -89,14 +87,18 @@ async function upload(client: HCloudClient, req: UploadRequest): Promise<ClientR
     ...(req.codec ? { codec: req.codec } : {}),
     ...(req.force ? { force: true } : {}),
     ...(req.base ? { base: req.base } : {}),
+    ...(req.series ? { series: req.series } : {}),
     onEvent: (e) => {
       if (e.kind === "step" && e.step === "write" && e.status === "start") writeStarted = true;
       if (e.kind === "data" && e.phase === "write" && writeStarted && readAhead === undefined)
         readAhead = e.bytesRead;
     },
   };
-  const r: UploadResult & { incremental?: IncrementalRecord | null; fallback?: string } =
-    await uploadImage(options);
+  const r = await uploadImage(options);
+  // The level chosen from the link (step "measure"), else the one the transfer names ("zstd -3 -T0, incremental").
+  const named = /\bzstd (?:-(\d+)|--fast=(\d+))/.exec(r.transfer ?? "");
+  const level =
+    r.levelChoice?.level ?? (named ? (named[1] ? Number(named[1]) : -Number(named[2])) : undefined);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   return {
     seconds,
@@ -113,7 +115,7 @@ async function upload(client: HCloudClient, req: UploadRequest): Promise<ClientR
     reused: r.reused,
     imageId: r.imageId,
     ...(readAhead !== undefined ? { readAheadBytes: readAhead } : {}),
-    ...(r.levelChoice ? { level: r.levelChoice.level } : {}),
+    ...(level !== undefined ? { level } : {}),
     ...(r.incremental !== undefined ? { incremental: r.incremental } : {}),
     ...(r.fallback !== undefined ? { fallback: r.fallback } : {}),
   };

@@ -52,6 +52,8 @@ const PREFIX = "127.78.40.";
 /** A spare address of the block where shaping is checked with a plain TCP transfer before it is relied on. */
 const CHECK_IP = `${PREFIX}250`;
 const SECTION = "incremental";
+/** Both images' snapshots are one series (label hetznix/series), as two versions of one system's image are. */
+const SERIES = "bench-pair";
 
 const log = (line: string): void => {
   process.stderr.write(`[bench:incremental ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
@@ -179,6 +181,7 @@ async function oneRun(setup: Setup, mode: Mode, shaping: Shaping): Promise<Sampl
       mode: "upload",
       image: pair.new.path,
       force: true,
+      series: SERIES,
       pollMs: Math.max(20, Math.round(1000 / opts.speed)),
       ...(mode === "incremental" ? { base: String(baseId) } : {}),
     };
@@ -216,7 +219,12 @@ async function uploadBase(bench: BenchEmulator, pair: ImagePair, opts: Options):
   const removeCache = onCleanup("hash cache", () => rm(cacheDir, { recursive: true, force: true }));
   try {
     const m = await runClient(
-      { mode: "upload", image: pair.old.path, pollMs: Math.max(20, Math.round(1000 / opts.speed)) },
+      {
+        mode: "upload",
+        image: pair.old.path,
+        series: SERIES,
+        pollMs: Math.max(20, Math.round(1000 / opts.speed)),
+      },
       { ...childEnv(bench), XDG_CACHE_HOME: cacheDir },
       3_600_000,
     );
@@ -312,14 +320,18 @@ interface PairFacts {
 /** Steps shorter than this in every mode are summed into "other" in the steps table. */
 const MINOR_STEP_SECONDS = 0.05;
 
-/** Median seconds per step (skipped steps left out), in the order the steps ran. */
+/**
+ * Median seconds per step (skipped steps left out), in the order the steps ran. A step name that occurs twice in
+ * a run (an incremental upload has a "plan" of the server and one of the blocks) counts as the sum of both.
+ */
 function stepMedians(samples: Sample[]): Map<string, number> {
   const acc = new Map<string, number[]>();
   for (const s of samples) {
+    const run = new Map<string, number>();
     for (const t of s.result.steps) {
-      if (t.status === "skipped") continue;
-      acc.set(t.step, [...(acc.get(t.step) ?? []), t.durationMs / 1000]);
+      if (t.status !== "skipped") run.set(t.step, (run.get(t.step) ?? 0) + t.durationMs / 1000);
     }
+    for (const [k, v] of run) acc.set(k, [...(acc.get(k) ?? []), v]);
   }
   return new Map([...acc].map(([k, v]) => [k, median(v)]));
 }

@@ -1,5 +1,6 @@
 /** What bench/main.ts and the client child (bench/client.ts) exchange. */
 import type { CodecSpec } from "../src/upload/compress.js";
+import type { IncrementalReport } from "../src/upload/incremental/write.js";
 
 /** One data phase against a server already in rescue (what the data-phase table measures). */
 export interface DataPhaseRequest {
@@ -23,18 +24,10 @@ export interface UploadRequest {
   force?: boolean;
   /** Incremental upload onto a server made from this snapshot (id, name or label selector, or "auto"). */
   base?: string;
+  /** The image series (label hetznix/series) of the snapshot. */
+  series?: string;
   /** Poll actions every this many ms (for an emulator running faster than Hetzner); default: the client's. */
   pollMs?: number;
-}
-
-/** What an incremental upload reports (UploadResult.incremental, src/upload/sequence.ts). */
-export interface IncrementalRecord {
-  base: { id: number; name: string };
-  blockBytes: number;
-  blocks: { kept: number; copied: number; sent: number; zero: number };
-  copyRuns: number;
-  bytesPlanned: number;
-  bytesSent: number;
 }
 
 export type ClientRequest = DataPhaseRequest | UploadRequest;
@@ -63,7 +56,7 @@ export interface ClientResult {
   /** The zstd level chosen for the data phase, when one was. */
   level?: number;
   /** Upload mode with a base: what the incremental upload did (null: it wrote the whole image), and why not. */
-  incremental?: IncrementalRecord | null;
+  incremental?: IncrementalReport | null;
   fallback?: string;
 }
 
