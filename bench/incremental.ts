@@ -13,7 +13,7 @@
  * Runs in a network namespace of its own (bench/netns.ts). Everything started (emulator, rescue hosts, tc qdisc,
  * children, caches) is removed at the end and on Ctrl-C.
  */
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -71,6 +71,10 @@ interface Options {
   speed: number;
   cpu: CpuMode;
   out: string[];
+  /** Where the run's figures are kept as JSON (for --render). */
+  json: string;
+  /** Make the report from a run kept as JSON instead of measuring. */
+  render?: string;
   command: string;
   note?: string;
 }
@@ -91,6 +95,8 @@ and GNU time. The image pair is cached in bench/.work/pairs/.
   --out FILE          write the report there (default: bench/.work/incremental.md and, full runs, its section of
                       BENCHMARKS.md; --quick: bench/.work/incremental-quick.md)
   --note TEXT         a paragraph put under the report's title
+  --json FILE         keep the run's figures there (default bench/.work/incremental.json, --quick: -quick.json)
+  --render FILE       make the report from figures kept by --json, measuring nothing
 `;
 
 function parseOptions(argv: string[]): Options {
@@ -106,6 +112,8 @@ function parseOptions(argv: string[]): Options {
       cpu: { type: "string" },
       out: { type: "string" },
       note: { type: "string" },
+      json: { type: "string" },
+      render: { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
@@ -137,6 +145,8 @@ function parseOptions(argv: string[]): Options {
     speed: int(values.speed, 100, 1),
     cpu,
     out,
+    json: resolve(values.json ?? join(WORK, quick ? "incremental-quick.json" : "incremental.json")),
+    ...(values.render ? { render: resolve(values.render) } : {}),
     command: ["npm run bench:incremental", ...(shown.length ? ["--", ...shown] : [])].join(" "),
     ...(values.note ? { note: values.note } : {}),
   };
@@ -249,14 +259,15 @@ async function checkShaping(rate: number): Promise<number> {
 interface Results {
   baseId: number;
   modes: ModeResult[];
-  checkedRates: Map<number, number>;
+  /** Rate of the shaping check (Mbit/s) per link rate. */
+  checkedRates: Record<string, number>;
 }
 
 async function measure(opts: Options, pair: ImagePair): Promise<Results> {
   const bench = await startBenchEmulator(WORK, opts.speed, PREFIX);
   const plan = cpuPlan(opts.cpu);
   const modes: ModeResult[] = [];
-  const checkedRates = new Map<number, number>();
+  const checkedRates: Record<string, number> = {};
   try {
     log(`uploading the old image as the base snapshot (untimed)`);
     const baseId = await uploadBase(bench, pair, opts);
@@ -264,7 +275,7 @@ async function measure(opts: Options, pair: ImagePair): Promise<Results> {
     for (const rate of opts.rates) {
       if (isStopping()) break;
       const measured = await checkShaping(rate);
-      checkedRates.set(rate, measured);
+      checkedRates[String(rate)] = measured;
       log(`shaping check at ${rate} Mbit/s: ${measured.toFixed(1)} Mbit/s measured`);
       if (measured > rate * 1.2 || measured < rate * 0.5) {
         throw new Error(`shaping does not hold: ${measured.toFixed(1)} Mbit/s measured for ${rate} Mbit/s`);
@@ -314,7 +325,7 @@ interface PairFacts {
   pair: ImagePair;
   stats: BlockStats;
   /** zstd size of the new blocks alone, per level used. */
-  newBlocks: Map<number, NewBlocksSize>;
+  newBlocks: [number, NewBlocksSize][];
 }
 
 /** Steps shorter than this in every mode are summed into "other" in the steps table. */
@@ -353,6 +364,12 @@ function stepsTable(runs: ModeResult[]): string | undefined {
   );
 }
 
+/** The sample whose time is nearest the median of all. */
+function nearestMedian(samples: Sample[]): Sample | undefined {
+  const mid = median(samples.map((s) => s.wall));
+  return [...samples].sort((a, b) => Math.abs(a.wall - mid) - Math.abs(b.wall - mid))[0];
+}
+
 /** Bytes in MB, with two decimals below 10 MB (fmt.mb rounds to whole MB). */
 function mb(bytes: number): string {
   if (!Number.isFinite(bytes)) return "n/a";
@@ -363,15 +380,20 @@ function levelOf(samples: Sample[]): number {
   return median(samples.map((s) => s.result.level ?? DEFAULT_ZSTD_LEVEL));
 }
 
-function render(
-  opts: Options,
-  machine: MachineInfo,
-  facts: PairFacts,
-  results: Results | undefined,
-  startedAt: Date,
-  seconds: number,
-  load: { before: string; after: string },
-): string {
+/** Everything a report is made from (kept as JSON beside the report, so it can be made again: --render). */
+interface Run {
+  opts: Options;
+  machine: MachineInfo;
+  facts: PairFacts;
+  results: Results | undefined;
+  startedAt: string;
+  seconds: number;
+  load: { before: string; after: string };
+}
+
+function render(run: Run): string {
+  const { opts, machine, facts, results, seconds, load } = run;
+  const startedAt = new Date(run.startedAt);
   const { pair, stats } = facts;
   const lines: string[] = [];
   lines.push(`## Incremental upload (${opts.quick ? "quick run" : "full run"})`, "");
@@ -395,7 +417,7 @@ function render(
       `the same offset in the old image, **${stats.percent.elsewhere.toFixed(1)}%** elsewhere in it, ` +
       `**${stats.percent.new.toFixed(1)}%** new (issue 16 measured 0.2% / 91.7% / 8.2% on its pair).`,
     `- New blocks alone (the new image's blocks the old one holds nowhere, concatenated, \`zstd LEVEL -T0\`): ` +
-      [...facts.newBlocks]
+      facts.newBlocks
         .map(
           ([level, n]) =>
             `${mb(n.compressedBytes)} at zstd ${levelName(level)} (${n.blocks} blocks, ${mb(n.rawBytes)} raw)`,
@@ -422,7 +444,7 @@ function render(
       const full = results.modes.find((m) => m.rate === rate && m.mode === "full");
       const incr = results.modes.find((m) => m.rate === rate && m.mode === "incremental");
       if (!full || !incr) continue;
-      const checked = results.checkedRates.get(rate);
+      const checked = results.checkedRates[String(rate)];
       lines.push(
         `### ${rate} Mbit/s (shaping check: ${checked !== undefined ? checked.toFixed(1) : "n/a"} Mbit/s measured)`,
         "",
@@ -471,6 +493,26 @@ function render(
       );
       const steps = stepsTable([full, incr]);
       if (steps) lines.push(steps, "");
+      const typical = nearestMedian(incr.samples);
+      if (typical) {
+        lines.push(
+          `The incremental run nearest the median (${fmt.s(typical.wall)}), step by step (steps overlap where one ` +
+            `starts before the previous ends; steps under ${MINOR_STEP_SECONDS} s left out):`,
+          "",
+          table(
+            ["step", "starts at", "duration", "detail"],
+            typical.result.steps
+              .filter((t) => t.status !== "skipped" && t.durationMs / 1000 >= MINOR_STEP_SECONDS)
+              .map((t) => [
+                t.step,
+                fmt.s(t.startMs / 1000),
+                fmt.s(t.durationMs / 1000),
+                (t.detail ?? "").replace(/\|/g, "/").slice(0, 120),
+              ]),
+          ),
+          "",
+        );
+      }
       for (const e of [
         ...full.errors.map((e) => `full: ${e}`),
         ...incr.errors.map((e) => `incremental: ${e}`),
@@ -494,7 +536,7 @@ function render(
         ]);
       }
       const level = incr.samples.length ? levelOf(incr.samples) : undefined;
-      const ideal = level !== undefined ? facts.newBlocks.get(level) : undefined;
+      const ideal = facts.newBlocks.find(([l]) => l === level)?.[1];
       const up = median(incr.samples.map((s) => s.wireUp));
       const vsIdeal = ideal ? up / ideal.compressedBytes : NaN;
       targets.push([
@@ -514,7 +556,26 @@ function render(
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
-  const startedAt = new Date();
+  const run = opts.render ? await loadRun(opts) : await measureRun(opts);
+  const md = render(run);
+  for (const file of opts.out) {
+    const previous = await readFile(file, "utf8").catch(() => "");
+    // BENCHMARKS.md holds bench/main.ts's report: this one is its own section there.
+    const doc = file === join(ROOT, "BENCHMARKS.md") ? setSection(previous, SECTION, md) : md;
+    await writeMarkdown(file, doc);
+    log(`wrote ${file}`);
+  }
+  process.stdout.write(md + "\n");
+}
+
+/** A run saved by --json (or by default beside bench/.work's report), with this command's outputs. */
+async function loadRun(opts: Options): Promise<Run> {
+  const run = JSON.parse(await readFile(opts.render!, "utf8")) as Run;
+  return { ...run, opts: { ...run.opts, out: opts.out } };
+}
+
+async function measureRun(opts: Options): Promise<Run> {
+  const startedAt = new Date().toISOString();
   const loadBefore = await loadAverage();
   const t0 = Date.now();
   await mkdir(WORK, { recursive: true });
@@ -534,30 +595,24 @@ async function main(): Promise<void> {
       .map((m) => levelOf(m.samples)) ?? [],
   );
   if (levels.size === 0) levels.add(DEFAULT_ZSTD_LEVEL);
-  const newBlocks: PairFacts["newBlocks"] = new Map();
+  const newBlocks: PairFacts["newBlocks"] = [];
   for (const level of levels) {
     if (isStopping()) break;
     log(`zstd ${levelName(level)} of the new blocks alone`);
-    newBlocks.set(level, await pairNewBlocks(pair, level));
+    newBlocks.push([level, await pairNewBlocks(pair, level)]);
   }
-  const load = { before: loadBefore, after: await loadAverage() };
-  const md = render(
+  const run: Run = {
     opts,
     machine,
-    { pair, stats, newBlocks },
+    facts: { pair, stats, newBlocks },
     results,
     startedAt,
-    (Date.now() - t0) / 1000,
-    load,
-  );
-  for (const file of opts.out) {
-    const previous = await readFile(file, "utf8").catch(() => "");
-    // BENCHMARKS.md holds bench/main.ts's report: this one is its own section there.
-    const doc = file === join(ROOT, "BENCHMARKS.md") ? setSection(previous, SECTION, md) : md;
-    await writeMarkdown(file, doc);
-    log(`wrote ${file}`);
-  }
-  process.stdout.write(md + "\n");
+    seconds: (Date.now() - t0) / 1000,
+    load: { before: loadBefore, after: await loadAverage() },
+  };
+  await writeFile(opts.json, JSON.stringify(run, null, 2) + "\n");
+  log(`wrote ${opts.json}`);
+  return run;
 }
 
 runBenchmark(log, main, async () => {
