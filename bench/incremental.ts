@@ -376,8 +376,26 @@ function mb(bytes: number): string {
   return bytes < 10e6 ? `${(bytes / 1e6).toFixed(2)} MB` : `${(bytes / 1e6).toFixed(0)} MB`;
 }
 
+/** The zstd level most runs used (the default level when a run named none). */
 function levelOf(samples: Sample[]): number {
-  return median(samples.map((s) => s.result.level ?? DEFAULT_ZSTD_LEVEL));
+  const counts = new Map<number, number>();
+  for (const s of samples) {
+    const l = s.result.level ?? DEFAULT_ZSTD_LEVEL;
+    counts.set(l, (counts.get(l) ?? 0) + 1);
+  }
+  return [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]?.[0] ?? DEFAULT_ZSTD_LEVEL;
+}
+
+/** The levels the runs used, each with its count when they differ: "zstd -3", "zstd -1 (1), --fast=1 (1)". */
+function levelsShown(samples: Sample[]): string {
+  const counts = new Map<string, number>();
+  for (const s of samples) {
+    const l = levelName(s.result.level ?? DEFAULT_ZSTD_LEVEL);
+    counts.set(l, (counts.get(l) ?? 0) + 1);
+  }
+  if (counts.size === 0) return "-";
+  if (counts.size === 1) return `zstd ${[...counts.keys()][0]!}`;
+  return `zstd ${[...counts].map(([l, n]) => `${l} (${n})`).join(", ")}`;
 }
 
 /** Everything a report is made from (kept as JSON beside the report, so it can be made again: --render). */
@@ -466,7 +484,7 @@ function render(run: Run): string {
           mb(m((s) => s.wireUp)),
           mb(m((s) => s.wireDown)),
           mb(m((s) => s.result.bytesSent)),
-          r.samples.length ? `zstd ${levelName(levelOf(r.samples))}` : "-",
+          levelsShown(r.samples),
           fmt.s(m((s) => s.cpu)),
           fmt.mib(Math.max(0, ...r.samples.map((s) => s.peakRss))),
           blocks,
