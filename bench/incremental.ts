@@ -364,6 +364,11 @@ function stepsTable(runs: ModeResult[]): string | undefined {
   );
 }
 
+/** The command as run, without the options that only say where files go (they change no figure). */
+function shownCommand(command: string): string {
+  return command.replace(/ --(?:out|json|render)(?:=| )\S+/g, "").replace(/ --$/, "");
+}
+
 /** The sample whose time is nearest the median of all. */
 function nearestMedian(samples: Sample[]): Sample | undefined {
   const mid = median(samples.map((s) => s.wall));
@@ -422,7 +427,7 @@ function render(run: Run): string {
       "network namespace of its own.",
     "",
     `- Date: ${startedAt.toISOString().replace("T", " ").slice(0, 16)} UTC; took ${(seconds / 60).toFixed(1)} min`,
-    `- Command: \`${opts.command}\``,
+    `- Command: \`${shownCommand(opts.command)}\``,
     `- Load (1, 5, 15 min averages from /proc/loadavg) at the start: ${load.before}; at the end: ${load.after}`,
     `- Machine: ${machine.cores} x ${machine.cpuModel}, ${machine.memoryGiB} GiB RAM, Linux ${machine.kernel}, ` +
       `Node ${machine.node}, ${machine.openssh}, ${machine.zstd}`,
@@ -589,7 +594,8 @@ async function main(): Promise<void> {
 /** A run saved by --json (or by default beside bench/.work's report), with this command's outputs. */
 async function loadRun(opts: Options): Promise<Run> {
   const run = JSON.parse(await readFile(opts.render!, "utf8")) as Run;
-  return { ...run, opts: { ...run.opts, out: opts.out } };
+  // Where the report goes, and its note (e.g. findings written after the run), come from this command.
+  return { ...run, opts: { ...run.opts, out: opts.out, ...(opts.note ? { note: opts.note } : {}) } };
 }
 
 async function measureRun(opts: Options): Promise<Run> {

@@ -19,6 +19,7 @@ import { mkdir, open, readFile, rm, stat, symlink, truncate, writeFile } from "n
 import { join } from "node:path";
 import { levelArgs } from "../src/upload/level.js";
 import { MiB, run, type Log } from "./images.js";
+import { onCleanup } from "./cleanup.js";
 
 /** The block size of the comparison (ext4's block size: file data is aligned to it). */
 export const PAIR_BLOCK = 4096;
@@ -88,9 +89,19 @@ export async function ensurePair(spec: PairSpec, workDir: string, log: Log): Pro
     // missing or incomplete: build it
   }
   await rm(dir, { recursive: true, force: true });
-  const pair = await buildPair(spec, dir, log);
-  await writeFile(metaPath, JSON.stringify(pair, null, 2) + "\n");
-  return pair;
+  // Stopped half-way (Ctrl-C): the partial pair (its staging tree is as large as the data) goes.
+  let built = false;
+  const settle = onCleanup(`pair ${key}`, async () => {
+    if (!built) await rm(dir, { recursive: true, force: true });
+  });
+  try {
+    const pair = await buildPair(spec, dir, log);
+    await writeFile(metaPath, JSON.stringify(pair, null, 2) + "\n");
+    built = true;
+    return pair;
+  } finally {
+    await settle();
+  }
 }
 
 /**
