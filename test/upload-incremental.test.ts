@@ -10,16 +10,21 @@ import { randomBytes } from "node:crypto";
 import { open, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { isUploadError, type UploadEvent, type UploadResult } from "../src/upload/index.js";
+import { isUploadError, writeToDisk, type UploadEvent, type UploadResult } from "../src/upload/index.js";
+import { runCli } from "./support/cli.js";
 import {
+  addFault,
   assertNoTemporaryResources,
+  clearFaults,
   sha256,
   snapshotContentSha,
   snapshotIds,
   startUploadEnv,
   type UploadTestEnv,
+  sha256File,
   uploadX86,
   waits,
+  withTargetServer,
 } from "./support/upload.js";
 
 const BLOCK = 4096;
@@ -114,6 +119,46 @@ describe("upload: incremental (--base)", { timeout: 900_000 }, () => {
       assert.ok(steps.has(s), s);
     assert.ok(!steps.has("discard"), "the base is not discarded");
     await assertNoTemporaryResources(env);
+  });
+
+  it("the CLI: upload --base auto --series NAME --output json reports the blocks and bytes", async () => {
+    const image = Buffer.concat([...baseBlocks.slice(0, 300), ...blocks(4), ...baseBlocks.slice(300)]);
+    const path = await save("renamed", image);
+    // auto picks the newest snapshot of the series: the previous test's, whose blocks are this image's but for ~110.
+    const newest = (
+      await env.client.images.all({ type: "snapshot", labelSelector: "hetznix/series=series-a" })
+    ).sort((x, y) => y.id - x.id)[0];
+    const out = await runCli(
+      [
+        "upload",
+        "--image-path",
+        path,
+        "--architecture",
+        "x86",
+        "--base",
+        "auto",
+        "--series",
+        "series-a",
+        "--output",
+        "json",
+      ],
+      { home: env.dir, endpoint: env.te.emulator.endpoint, token: env.te.token, timeoutMs: 180_000 },
+    );
+    assert.equal(out.code, 0, out.stderr);
+    const r = JSON.parse(out.stdout) as {
+      incremental: Record<string, unknown> | null;
+      fallback: string | null;
+      labels: Record<string, string>;
+      image_id: number;
+    };
+    assert.ok(r.incremental, `fallback: ${r.fallback}`);
+    assert.equal(r.fallback, null);
+    assert.equal(r.labels["hetznix/series"], "series-a");
+    assert.equal((r.incremental["base"] as { id: number }).id, newest?.id);
+    assert.ok((r.incremental["blocks"] as { sent: number }).sent < 150);
+    assert.equal(r.incremental["block_bytes"], 4096);
+    assert.ok((r.incremental["bytes_sent"] as number) < image.length / 4);
+    await assertSnapshotHolds(r.image_id, image, baseImage.length);
   });
 
   it("identical content (forced): nothing sent as data, still verified", async () => {
@@ -215,6 +260,62 @@ describe("upload: incremental (--base)", { timeout: 900_000 }, () => {
     });
     return snap.image.id;
   }
+
+  it("write-to-disk --base: the server's current disk is the base; only new blocks are sent", async () => {
+    await withTargetServer(env, { name: "incr-target" }, async ({ id: serverId }) => {
+      const first = await writeToDisk({
+        client: env.client,
+        server: serverId,
+        image: { path: await save("wtd", baseImage) },
+        waits,
+      });
+      assert.equal(first.incremental, undefined);
+      const image = Buffer.concat([...blocks(2), ...baseBlocks.slice(500), ...baseBlocks.slice(0, 400)]);
+      const r = await writeToDisk({
+        client: env.client,
+        server: serverId,
+        image: { path: await save("wtd", image) },
+        base: true,
+        waits,
+      });
+      assert.ok(r.incremental, r.fallback);
+      assert.equal(r.incremental.blocks.sent, 2);
+      assert.ok(r.bytesSent < first.bytesSent / 4, `${r.bytesSent} vs ${first.bytesSent}`);
+      const record = env.te.emulator.state.servers.find(serverId);
+      assert.ok(record);
+      assert.equal(await sha256File(join(env.te.stateDir, record.disk), image.length), sha256(image));
+    });
+    await assertNoTemporaryResources(env);
+  });
+
+  it("the SSH connection dropped while sending: a full write on a new connection, the snapshot still right", async () => {
+    const image = Buffer.concat([...baseBlocks.slice(0, 600), ...blocks(400), ...baseBlocks.slice(600)]);
+    const path = await save("series-a", image);
+    await addFault(env, { kind: "ssh_drop", afterBytes: 512 * 1024 });
+    const notes: string[] = [];
+    const r = await uploadX86(
+      env,
+      { path },
+      {
+        base: String(baseResult.imageId),
+        codec: { codec: "zstd", level: 3 },
+        onEvent: (e) => {
+          if (e.kind !== "note" || !/connection lost/.test(e.message)) return;
+          notes.push(e.message);
+          for (const s of env.te.emulator.state.servers.list()) {
+            const host = env.te.emulator.state.host(s.id);
+            if (host) host.dropAfterBytes = undefined;
+          }
+          void clearFaults(env);
+        },
+      },
+    );
+    assert.equal(notes.length, 1, notes.join("\n"));
+    assert.equal(r.incremental, null);
+    assert.match(r.fallback ?? "", /connection lost.*cannot be resumed/);
+    await assertSnapshotHolds(r.imageId, image, baseImage.length);
+    await assertNoTemporaryResources(env);
+  });
 
   it("Ctrl-C during the copy phase: aborted, nothing left, no snapshot", async () => {
     const moved = Buffer.concat([...baseBlocks.slice(1), ...blocks(5)]);

@@ -15,6 +15,7 @@ import {
   type CodecSpec,
   type Compression,
   type ImageFormat,
+  type IncrementalReport,
 } from "../upload/index.js";
 
 export interface ClientFlags {
@@ -162,6 +163,30 @@ export function startProgress(json: boolean, multi?: boolean): ProgressRenderer 
     out: process.stderr,
     ...(multi !== undefined ? { multi } : {}),
   });
+}
+
+/** An incremental upload's or write's part of a result (only when a base was asked for), as JSON. */
+export function incrementalJson(r: {
+  incremental?: IncrementalReport | null;
+  fallback?: string;
+}): Record<string, unknown> {
+  if (r.incremental === undefined) return {};
+  const i = r.incremental;
+  return {
+    incremental: i
+      ? {
+          base: i.base,
+          block_bytes: i.blockBytes,
+          blocks: i.blocks,
+          copy_runs: i.copyRuns,
+          cycles_broken: i.cyclesBroken,
+          staged_blocks: i.staged,
+          bytes_planned: i.bytesPlanned,
+          bytes_sent: i.bytesSent,
+        }
+      : null,
+    fallback: r.fallback ?? null,
+  };
 }
 
 /** The run's part of a result (id, duration, steps, what cleanup left), as JSON. */

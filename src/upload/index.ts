@@ -10,6 +10,8 @@ export {
   type WaitSettings,
 } from "./sequence.js";
 export { writeToDisk, type WriteToDiskOptions, type WriteToDiskResult } from "./write-to-disk.js";
+export type { IncrementalReport } from "./incremental/write.js";
+export { SERIES_LABEL, defaultSeries } from "./incremental/base.js";
 export type { UploadOutcome, UploadOutcome as RunOutcome, UploadStep, UploadEvent } from "./steps.js";
 export { DEFAULT_HEARTBEAT_MS } from "../run/context.js";
 export {

@@ -4,7 +4,7 @@
  */
 import { shellQuote } from "../run/remote.js";
 import type { Compression, ImageFormat } from "./source.js";
-import { COPIED_MARK, copyCommand } from "./incremental/script.js";
+import { incrementalCases, incrementalHole, incrementalMarks } from "./incremental/script.js";
 
 export { bashCommand, parseResult, shellQuote } from "../run/remote.js";
 
@@ -283,6 +283,8 @@ export interface ExtentWriteSpec {
    */
   incremental?: {
     clearTo: number;
+    /** Discard the disk after the image (best effort; write-to-disk, whose full write discards it all first). */
+    discardRest?: boolean;
     /** Scratch space the copy phase staged blocks in (bytes): zeroed once the copies are done. */
     scratch?: { offset: number; length: number };
   };
@@ -330,6 +332,9 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     ...(spec.incremental ? incrementalHole(d) : discardedHole(d)),
     // The reader: what the writer did, in disk order. Data and unzeroed holes are read back; zeroed holes are
     // zeros by the kernel's guarantee and hashed as such.
+    // What the writer tells the reader: at once for a full write; an incremental one merges adjacent ranges to read
+    // back (its many small K and D runs would cost one dd each), up to 64 MiB.
+    ...(spec.incremental ? incrementalMarks() : ['mark() { echo "$1 $2 $3" >&3; }', "flushmarks() { :; }"]),
     "readback() {",
     "  local pos=0 kind off len",
     "  while read -r kind off len; do",
@@ -358,7 +363,7 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     // multiple of 4 KiB) goes through the page cache; the read-back of a direct read flushes that range first.
     '        if [ -n "$dio" ] && (( a % 4096 == 0 && b % 4096 == 0 )); then wf=seek_bytes,direct; else wf=seek_bytes; fi',
     `        dd of=${d} bs="$b" count=1 iflag=fullblock seek="$a" oflag=$wf conv=notrunc status=none`,
-    '        echo "D $a $b" >&3',
+    '        mark D "$a" "$b"',
     "        n=$(( n + 1 )); data=$(( data + b )); end=$(( a + b )) ;;",
     "      Z)",
     `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed zero header")}`,
@@ -371,9 +376,13 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     `  [ -n "$total" ] || { echo "hetznix: the image data ended early (no end mark after $data bytes in $n runs)" >&2; exit ${EXIT_SIZE_MISMATCH}; }`,
     `  if IFS= read -r -n 1 _; then ${bad("data after the end mark")}; fi`,
     '  if (( total > end )); then hole "$end" $(( total - end )); fi',
+    "  flushmarks",
     ...(spec.incremental
       ? [
           `  if (( ${String(spec.incremental.clearTo)} > total )); then zerorange "$total" $(( ${String(spec.incremental.clearTo)} - total )) || true; fi`,
+          ...(spec.incremental.discardRest
+            ? [`  blkdiscard -o $(( (total + 4095) / 4096 * 4096 )) ${d} 2>/dev/null || true`]
+            : []),
         ]
       : []),
     '  echo "$total $n $data" > "$work/written"',
@@ -413,45 +422,6 @@ function discardedHole(d: string): string[] {
     '    echo "R $off $len" >&3',
     "  fi",
     "}",
-  ];
-}
-
-/**
- * Holes of an incremental write: the base's data may be there, so they are zeroed, with BLKZEROOUT (zeros by the
- * kernel's guarantee, hashed as such) or else by writing zeros (then read back).
- */
-function incrementalHole(d: string): string[] {
-  return [
-    "zerorange() {",
-    "  local off=$1 len=$2",
-    `  if (( off % 4096 == 0 && len % 4096 == 0 )) && blkdiscard -z -o "$off" -l "$len" ${d} 2>/dev/null; then return 0; fi`,
-    `  head -c "$len" /dev/zero | dd of=${d} bs=1M iflag=fullblock oflag=seek_bytes seek="$off" conv=notrunc status=none`,
-    "  return 1",
-    "}",
-    "hole() {",
-    '  if zerorange "$1" "$2"; then echo "Z $1 $2" >&3; else flushdev; echo "R $1 $2" >&3; fi',
-    "}",
-  ];
-}
-
-/** The writer's cases for an incremental write: the copy list (first), and blocks kept in place. */
-function incrementalCases(
-  d: string,
-  bad: (what: string) => string,
-  scratch: { offset: number; length: number } | undefined,
-): string[] {
-  return [
-    "      C)",
-    `        [[ $a =~ ^[0-9]+$ ]] && (( end == 0 && n == 0 )) && [ -z "\${copied:-}" ] || ${bad("malformed copy list header")}`,
-    '        if (( a > 0 )); then dd of="$work/copies" bs="$a" count=1 iflag=fullblock status=none; fi',
-    "        if (( a > 0 )); then " + copyCommand(d, '"$work/copies"') + "; fi",
-    ...(scratch ? [`        zerorange ${String(scratch.offset)} ${String(scratch.length)} || true`] : []),
-    "        flushdev; copied=yes",
-    `        echo ${COPIED_MARK} ;;`,
-    "      K)",
-    `        [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && (( b > 0 && a >= end )) || ${bad("malformed keep header")}`,
-    '        if (( a > end )); then hole "$end" $(( a - end )); fi',
-    '        echo "R $a $b" >&3; end=$(( a + b )) ;;',
   ];
 }
 

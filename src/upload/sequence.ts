@@ -24,22 +24,16 @@ import { basename } from "node:path";
 import type { Architecture, Image, Labels } from "../hcloud/schema.js";
 import { UploadError } from "./errors.js";
 import { checkUserLabels, contentLabels, identitySelector, type ContentIdentity } from "./identity.js";
-import { HashCache, sameStamp, stampOf, type CachedDigest, type FileStamp } from "./hash-cache.js";
+import { HashCache, sameStamp } from "./hash-cache.js";
 import { planServer, type Plan } from "./plan.js";
 import { runWithCleanup } from "../run/context.js";
 import { RUN_LABEL } from "../run/labels.js";
 import { countSameSize, lookupSnapshot } from "./same-content.js";
-import {
-  digestFile,
-  type Compression,
-  type FileSource,
-  type ImageFormat,
-  type ImageSource,
-} from "./source.js";
+import { prepareFile, remember, takeStamp } from "./prepare-file.js";
+import type { Compression, ImageFormat, ImageSource } from "./source.js";
 import {
   UploadContext,
   bootRescue,
-  convertLocally,
   createTemporaryKey,
   createTemporaryServer,
   fetchCatalogue,
@@ -56,7 +50,7 @@ import {
   type UploadOutcome,
 } from "./steps.js";
 import type { LocalStream } from "./stream.js";
-import { SERIES_LABEL, checkBaseExists, checkSeries, defaultSeries } from "./incremental/base.js";
+import { SERIES_LABEL, checkSeries, defaultSeries } from "./incremental/base.js";
 import { startIncremental, type IncrementalStart } from "./incremental/start.js";
 import { writeIncremental, type IncrementalReport } from "./incremental/write.js";
 import { isNotFound } from "../hcloud/errors.js";
@@ -133,88 +127,6 @@ function describeImage(src: ImageSource): string {
   return src.kind === "file" ? basename(src.path) : new URL(src.url).pathname.split("/").pop() || src.url;
 }
 
-/** The file's stamp when its reading started, so a hash of it can be remembered afterwards. */
-interface Stamped {
-  stamp: FileStamp;
-  atMs: number;
-}
-
-async function takeStamp(src: FileSource): Promise<Stamped | undefined> {
-  const atMs = Date.now();
-  return stampOf(src.realPath).then(
-    (stamp) => ({ stamp, atMs }),
-    () => undefined,
-  );
-}
-
-/** Remember the raw image's digest for the file (best effort, never fails the upload). */
-async function remember(
-  cache: HashCache | undefined,
-  src: FileSource,
-  stamped: Stamped | undefined,
-  digest: CachedDigest,
-): Promise<void> {
-  if (!cache || !stamped) return;
-  await cache.remember(src.realPath, stamped.stamp, stamped.atMs, digest).catch(() => false);
-}
-
-async function prepareFile(
-  ctx: UploadContext,
-  src: FileSource,
-  opts: UploadOptions,
-  hashFirst: boolean,
-  known: { remembered?: CachedDigest; cache?: HashCache; stamped?: Stamped } = {},
-): Promise<LocalImage> {
-  let path = src.realPath;
-  let compression = src.compression;
-  let remoteFormat: ImageFormat = "raw";
-  if (src.format === "qcow2") {
-    const converted = await convertLocally(ctx, src);
-    if (converted) {
-      path = converted;
-      compression = "none";
-    } else {
-      ctx.steps.note(
-        "qemu-img is not installed here: the qcow2 image is converted in the rescue system (its RAM disk limits the size)",
-      );
-      remoteFormat = "qcow2";
-      ctx.steps.skip("convert", "in the rescue system");
-    }
-  }
-  if (known.remembered) {
-    const r = known.remembered;
-    ctx.steps.skip(
-      "hash",
-      `remembered: sha256 ${r.sha256.slice(0, 16)}... of ${r.rawSize} bytes (hash cache)`,
-    );
-    return { path, compression, remoteFormat, sha256: r.sha256, rawSize: r.rawSize };
-  }
-  if (!hashFirst || remoteFormat === "qcow2") {
-    ctx.steps.skip("hash", hashFirst ? "qcow2 converted remotely: hashed there" : "hashed while streaming");
-    return {
-      path,
-      compression,
-      remoteFormat,
-      ...(src.rawSize !== undefined && remoteFormat === "raw" ? { rawSize: src.rawSize } : {}),
-    };
-  }
-  const total =
-    compression === "none" ? (src.format === "qcow2" ? src.qcow2VirtualSize : src.fileSize) : src.fileSize;
-  const digest = await ctx.steps.run(
-    "hash",
-    () =>
-      digestFile(path, compression, src.path, {
-        signal: ctx.signal,
-        ...(opts.tools ? { tools: opts.tools } : {}),
-        onProgress: (n) => ctx.steps.data("hash", n, 0, total),
-      }),
-    (d) => `sha256 ${d.sha256.slice(0, 16)}... of ${d.rawSize} bytes`,
-  );
-  ctx.bytesHashed = digest.bytesRead;
-  await remember(known.cache, src, known.stamped, digest);
-  return { path, compression, remoteFormat, sha256: digest.sha256, rawSize: digest.rawSize };
-}
-
 /** Upload one image as a snapshot; see the module comment for the steps. */
 export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
   const sourceName = "path" in opts.image ? opts.image.path : opts.image.url;
@@ -246,7 +158,14 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       ...(cache ? { cache } : {}),
       ...(stamped ? { stamped } : {}),
     };
-    let hashFirst = src.kind === "file" && !opts.force && storeId === undefined && !known.remembered;
+    // With a base, the image is hashed with its blocks while the server is created from the base (one read of the
+    // file instead of two, and none before the server exists); a duplicate is then found by the lookup after writing.
+    let hashFirst =
+      src.kind === "file" &&
+      !opts.force &&
+      storeId === undefined &&
+      !known.remembered &&
+      opts.base === undefined;
 
     const makePlan = (catalogue: Catalogue, imageBytes: number | undefined) =>
       ctx.steps.run(
@@ -381,7 +300,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
       key.id,
       incr?.base.image.id,
     ).catch(async (err: unknown) => {
-      if (incr && isNotFound(err)) await checkBaseExists(ctx, incr.base);
+      if (incr && isNotFound(err)) await incr.target.stillThere?.();
       throw err;
     });
     const booted = await bootRescue(ctx, server.id, key.id);
@@ -392,7 +311,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     let incremental: IncrementalReport | undefined;
     const incrementalWrite =
       incr && path !== undefined
-        ? await writeIncremental(ctx, booted, key.pair, { ...writePlan, path }, incr.base, incr.hashes)
+        ? await writeIncremental(ctx, booted, key.pair, { ...writePlan, path }, incr.target, incr.hashes)
         : undefined;
     if (incrementalWrite && "fallback" in incrementalWrite) {
       fallback = incrementalWrite.fallback;

@@ -2,6 +2,7 @@
  * `hetznix write-to-disk`: write an image onto an existing server's disk through the rescue system, verify it, then
  * leave the server powered off (or power it on with `start`). Only the temporary SSH key is created and removed.
  */
+import { stat } from "node:fs/promises";
 import { isNotFound } from "../hcloud/errors.js";
 import { runWithCleanup } from "../run/context.js";
 import type { Server } from "../hcloud/schema.js";
@@ -22,7 +23,11 @@ import {
   type ImageInput,
   type LocalImage,
   type UploadOutcome,
+  type WriteOutcome,
 } from "./steps.js";
+import { startBlockHashes } from "./incremental/start.js";
+import { writeIncremental, type IncrementalReport, type IncrementalTarget } from "./incremental/write.js";
+import { DELTA_BLOCK } from "./incremental/plan.js";
 
 const OPERATION = "write-to-disk";
 
@@ -32,6 +37,11 @@ export interface WriteToDiskOptions extends CommonOptions {
   image: ImageInput;
   /** Power the server on afterwards (default: leave it off). */
   start?: boolean;
+  /**
+   * Incremental: the server's current disk is the base. Its first twice the image's size (or all of it) is hashed in
+   * the rescue system, and only blocks it does not hold are sent (see incremental/); else a full write, saying why.
+   */
+  base?: boolean;
 }
 
 export interface WriteToDiskResult extends UploadOutcome {
@@ -45,6 +55,9 @@ export interface WriteToDiskResult extends UploadOutcome {
   transfer: string;
   /** Whether the server was powered on afterwards. */
   started: boolean;
+  /** With `base`: what the incremental write did, or null when it fell back to a full write (see `fallback`). */
+  incremental?: IncrementalReport | null;
+  fallback?: string;
 }
 
 async function findServer(ctx: UploadContext, ref: number | string): Promise<Server> {
@@ -93,10 +106,37 @@ export async function writeToDisk(opts: WriteToDiskOptions): Promise<WriteToDisk
         };
     if (local.remoteFormat === "raw" && src.rawSize !== undefined) local.rawSize = src.rawSize;
     const wp = planWrite(ctx, src, local);
+    let fallback: string | undefined;
+    const file =
+      opts.base && local.path !== undefined && local.compression === "none" && local.remoteFormat === "raw"
+        ? { path: local.path, rawSize: (await stat(local.path)).size }
+        : undefined;
+    if (opts.base && !file) {
+      fallback = "an incremental write needs the image as an uncompressed raw (or qcow2) file here";
+      ctx.steps.note(`not incremental: ${fallback}; writing the whole image`);
+    }
+    const hashes = file ? startBlockHashes(ctx, file) : undefined;
     const key = await createTemporaryKey(ctx, "write");
     const running = server.status !== "off";
     const booted = await bootRescue(ctx, server.id, key.id, running);
-    const written = await writeAndVerify(ctx, booted, key.pair, wp, undefined);
+    let incremental: IncrementalReport | undefined;
+    let wrote: WriteOutcome | undefined;
+    if (file && hashes) {
+      const target: IncrementalTarget = {
+        id: server.id,
+        name: `disk of server ${server.name}`,
+        bytes: (disk) => Math.min(disk, Math.ceil((2 * file.rawSize) / DELTA_BLOCK) * DELTA_BLOCK),
+        clearTo: 0,
+        discardRest: true,
+      };
+      const r = await writeIncremental(ctx, booted, key.pair, { ...wp, path: file.path }, target, hashes);
+      if ("fallback" in r) {
+        fallback = r.fallback;
+        ctx.steps.note(`not incremental: ${fallback}; writing the whole image`);
+      } else incremental = r.report;
+      if ("written" in r) wrote = r.written;
+    }
+    const written = wrote ?? (await writeAndVerify(ctx, booted, key.pair, wp, undefined));
     noteOddSize(ctx, written.rawSize);
     await shutdownAndWait(ctx, server.id);
     if (opts.start) {
@@ -119,6 +159,7 @@ export async function writeToDisk(opts: WriteToDiskOptions): Promise<WriteToDisk
       sourceFormat: src.format,
       transfer: written.transfer,
       started: opts.start === true,
+      ...(opts.base ? { incremental: incremental ?? null, ...(fallback ? { fallback } : {}) } : {}),
       ...ctx.outcome(),
     };
   });

@@ -26,6 +26,7 @@ import {
   installSignals,
   makeClient,
   reportFailure,
+  incrementalJson,
   runJson,
   startProgress,
   withSharedFlags,
@@ -44,6 +45,8 @@ interface UploadFlags extends SharedFlags {
   description?: string;
   labels?: string;
   force?: boolean;
+  base?: string;
+  series?: string;
 }
 
 function resultJson(r: UploadResult): Record<string, unknown> {
@@ -78,6 +81,7 @@ function resultJson(r: UploadResult): Record<string, unknown> {
     bytes_hashed: r.bytesHashed,
     server_type: r.serverType ?? null,
     location: r.location ?? null,
+    ...incrementalJson(r),
     ...runJson(r),
   };
 }
@@ -96,6 +100,8 @@ function buildJobs(flags: UploadFlags, manifest: ManifestEntry[] | undefined): J
     ...(flags.description ? { description: flags.description } : {}),
     ...(codec ? { codec } : {}),
     force: flags.force === true,
+    ...(flags.base !== undefined ? { base: flags.base } : {}),
+    ...(flags.series !== undefined ? { series: flags.series } : {}),
   };
   const jobs: Job[] = [];
   if (manifest) {
@@ -247,7 +253,15 @@ export function register(program: Command): void {
       .option("--location <name>", "location to try first for the temporary server")
       .option("--description <text>", "snapshot description")
       .option("--labels <k=v,...>", "snapshot labels")
-      .option("--force", "upload even if a snapshot with the same content exists"),
+      .option("--force", "upload even if a snapshot with the same content exists")
+      .option(
+        "--base <snapshot|auto>",
+        "incremental: start from this snapshot (id, label selector or description; auto = newest of the series) and send only blocks it lacks",
+      )
+      .option(
+        "--series <name>",
+        "image series (label hetznix/series) for --base auto (default: the file name without store hash, versions, extensions)",
+      ),
   )
     .addHelpText(
       "after",
@@ -258,6 +272,7 @@ Examples:
   $ hetznix upload --image-url https://example.org/nixos.qcow2 --architecture arm --location hel1
   $ hetznix upload --image-path x86.img --architecture x86 --image-path arm.img --architecture arm
   $ hetznix upload --manifest images.yaml --output json
+  $ hetznix upload --image-path result/nixos.img --architecture x86 --base auto
 
 Prints the snapshot id on stdout (steps and progress go to stderr). An image whose content already exists as a
 snapshot is not uploaded again (--force to upload anyway).`,

@@ -10,6 +10,7 @@ import {
   installSignals,
   makeClient,
   reportFailure,
+  incrementalJson,
   runJson,
   startProgress,
   withSharedFlags,
@@ -23,6 +24,7 @@ interface WriteFlags extends SharedFlags {
   imagePath?: string;
   imageUrl?: string;
   start?: boolean;
+  base?: boolean;
 }
 
 function resultJson(r: WriteToDiskResult): Record<string, unknown> {
@@ -38,6 +40,7 @@ function resultJson(r: WriteToDiskResult): Record<string, unknown> {
     bytes_read: r.bytesRead,
     bytes_sent: r.bytesSent,
     started: r.started,
+    ...incrementalJson(r),
     ...runJson(r),
   };
 }
@@ -64,6 +67,7 @@ async function run(flags: WriteFlags): Promise<void> {
       format,
       ...(codec ? { codec } : {}),
       start: flags.start === true,
+      ...(flags.base ? { base: true } : {}),
       signal: signals.signal,
       cleanupSignal: signals.cleanupSignal,
       onEvent: (e) => renderer?.onEvent(e),
@@ -95,14 +99,19 @@ export function register(program: Command): void {
       .option("--server <id|name>", "the server whose disk is overwritten")
       .option("--image-path <file>", "local image file")
       .option("--image-url <url>", "image URL the rescue system downloads")
-      .option("--start", "power the server on afterwards (default: leave it off)"),
+      .option("--start", "power the server on afterwards (default: leave it off)")
+      .option(
+        "--base",
+        "incremental: the server's current disk is the base; send only the blocks it does not hold (else a full write, saying why)",
+      ),
   )
     .addHelpText(
       "after",
       `
 Examples:
   $ hetznix write-to-disk --server web-1 --image-path result/nixos.img
-  $ hetznix write-to-disk --server 4711 --image-url https://example.org/nixos.img.zst --start`,
+  $ hetznix write-to-disk --server 4711 --image-url https://example.org/nixos.img.zst --start
+  $ hetznix write-to-disk --server web-1 --image-path result/nixos.img --base`,
     )
     .action(async (flags: WriteFlags) => run(flags));
 }

@@ -225,89 +225,63 @@ export function orderCopies(runs: readonly CopyRun[]): { order: CopyRun[]; broke
       if (b !== a) (edges[a] as number[]).push(b);
     }
   }
-  const alive = new Uint8Array(k).fill(1);
-  const broken: CopyRun[] = [];
-  // Break cycles: in every strongly connected component of more than one run, drop the smallest run; repeat on what
-  // remains of that component until no component has a cycle.
-  const pending: number[][] = stronglyConnected(edges, alive, [...runs.keys()]).filter((c) => c.length > 1);
-  for (let guard = 0; pending.length > 0 && guard < 10 * k + 10; guard++) {
-    const comp = pending.pop() as number[];
-    let smallest = comp[0] as number;
-    for (const v of comp) if ((runs[v] as CopyRun).count < (runs[smallest] as CopyRun).count) smallest = v;
-    alive[smallest] = 0;
-    broken.push(runs[smallest] as CopyRun);
-    const rest = comp.filter((v) => v !== smallest);
-    pending.push(...stronglyConnected(edges, alive, rest).filter((c) => c.length > 1));
-  }
-  // Kahn's algorithm over the runs left (now acyclic), in destination order among the ready ones.
+  // Kahn's algorithm, in destination order among the ready runs. When no run is ready, the runs left all wait on
+  // one another: walk back along what each waits for until a run repeats (a cycle), and take the smallest run of that
+  // cycle out (to be staged or sent as data). Each walk is as long as the path it follows, not the graph.
+  const preds: number[][] = runs.map(() => []);
   const indegree = new Int32Array(k);
   for (let a = 0; a < k; a++) {
-    if (!alive[a]) continue;
-    for (const b of edges[a] as number[]) if (alive[b]) indegree[b] = (indegree[b] as number) + 1;
-  }
-  const ready: number[] = [];
-  for (let a = 0; a < k; a++) if (alive[a] && indegree[a] === 0) ready.push(a);
-  const order: CopyRun[] = [];
-  for (let head = 0; head < ready.length; head++) {
-    const a = ready[head] as number;
-    order.push(runs[a] as CopyRun);
     for (const b of edges[a] as number[]) {
-      if (!alive[b]) continue;
+      (preds[b] as number[]).push(a);
+      indegree[b] = (indegree[b] as number) + 1;
+    }
+  }
+  /** 0: waiting, 1: ordered, 2: taken out. */
+  const state = new Uint8Array(k);
+  const ready: number[] = [];
+  for (let a = 0; a < k; a++) if (indegree[a] === 0) ready.push(a);
+  const order: CopyRun[] = [];
+  const broken: CopyRun[] = [];
+  const release = (a: number) => {
+    for (const b of edges[a] as number[]) {
+      if (state[b] !== 0) continue;
       indegree[b] = (indegree[b] as number) - 1;
       if (indegree[b] === 0) ready.push(b);
     }
-  }
-  if (order.length + broken.length !== k) throw new Error("orderCopies: a cycle was left unbroken");
-  return { order, broken };
-}
-
-/** Strongly connected components (iterative Tarjan) of the subgraph of `nodes` whose runs are alive. */
-function stronglyConnected(edges: number[][], alive: Uint8Array, nodes: number[]): number[][] {
-  const inSet = new Set(nodes.filter((v) => alive[v]));
-  const index = new Map<number, number>();
-  const low = new Map<number, number>();
-  const onStack = new Set<number>();
-  const stack: number[] = [];
-  const out: number[][] = [];
-  let counter = 0;
-  for (const root of inSet) {
-    if (index.has(root)) continue;
-    const work: { v: number; e: number }[] = [{ v: root, e: 0 }];
-    index.set(root, counter);
-    low.set(root, counter++);
-    stack.push(root);
-    onStack.add(root);
-    while (work.length > 0) {
-      const frame = work[work.length - 1] as { v: number; e: number };
-      const next = edges[frame.v] as number[];
-      if (frame.e < next.length) {
-        const w = next[frame.e++] as number;
-        if (!inSet.has(w)) continue;
-        if (!index.has(w)) {
-          index.set(w, counter);
-          low.set(w, counter++);
-          stack.push(w);
-          onStack.add(w);
-          work.push({ v: w, e: 0 });
-        } else if (onStack.has(w)) {
-          low.set(frame.v, Math.min(low.get(frame.v) as number, index.get(w) as number));
-        }
-        continue;
-      }
-      work.pop();
-      const parent = work[work.length - 1];
-      if (parent) low.set(parent.v, Math.min(low.get(parent.v) as number, low.get(frame.v) as number));
-      if (low.get(frame.v) === index.get(frame.v)) {
-        const comp: number[] = [];
-        for (;;) {
-          const w = stack.pop() as number;
-          onStack.delete(w);
-          comp.push(w);
-          if (w === frame.v) break;
-        }
-        out.push(comp);
-      }
+  };
+  const onPath = new Int32Array(k).fill(-1);
+  let head = 0;
+  let scan = 0;
+  while (order.length + broken.length < k) {
+    if (head < ready.length) {
+      const a = ready[head++] as number;
+      if (state[a] !== 0) continue;
+      state[a] = 1;
+      order.push(runs[a] as CopyRun);
+      release(a);
+      continue;
     }
+    while (state[scan] !== 0) scan++;
+    const path: number[] = [];
+    let v = scan;
+    let cycleFrom = -1;
+    for (let guard = 0; guard <= k && cycleFrom < 0; guard++) {
+      onPath[v] = path.length;
+      path.push(v);
+      const u = (preds[v] as number[]).find((w) => state[w] === 0);
+      if (u === undefined) throw new Error("orderCopies: a waiting run waits for nothing");
+      if ((onPath[u] as number) >= 0) cycleFrom = onPath[u] as number;
+      else v = u;
+    }
+    let smallest = path[cycleFrom] as number;
+    for (let i = cycleFrom; i < path.length; i++) {
+      const w = path[i] as number;
+      if ((runs[w] as CopyRun).count < (runs[smallest] as CopyRun).count) smallest = w;
+    }
+    for (const w of path) onPath[w] = -1;
+    state[smallest] = 2;
+    broken.push(runs[smallest] as CopyRun);
+    release(smallest);
   }
-  return out;
+  return { order, broken };
 }

@@ -7,11 +7,14 @@ import type { Architecture } from "../../hcloud/schema.js";
 import { isUploadError } from "../errors.js";
 import { DISK_GB_MIN_BYTES, type Plan } from "../plan.js";
 import type { UploadContext } from "../context.js";
-import { chooseBase, type Base } from "./base.js";
+import { checkBaseExists, chooseBase, type Base } from "./base.js";
 import { hashImageBlocks, type ImageHashes } from "./hashes.js";
+import type { IncrementalTarget } from "./write.js";
 
 export interface IncrementalStart {
   base: Base;
+  /** The base as the data phase sees it. */
+  target: IncrementalTarget;
   /** The server plan for a disk holding the image and the base. */
   plan: Plan;
   /** The image's block hashes (computing in the background; awaited by the data phase). */
@@ -52,6 +55,21 @@ export async function startIncremental(
       return { fallback: `no server type has a disk for both the image and the base (${err.message})` };
     throw err;
   }
+  const target: IncrementalTarget = {
+    id: base.image.id,
+    name: base.image.description || `snapshot ${base.image.id}`,
+    bytes: () => base.bytes,
+    clearTo: base.bytes,
+    stillThere: () => checkBaseExists(ctx, base),
+  };
+  return { base, target, plan, hashes: startBlockHashes(ctx, file) };
+}
+
+/** Step "hash" in the background: the image's sha256 and block hashes (awaited by the data phase). */
+export function startBlockHashes(
+  ctx: UploadContext,
+  file: { path: string; rawSize: number },
+): Promise<ImageHashes> {
   const hashes = ctx.steps.run(
     "hash",
     () =>
@@ -62,5 +80,5 @@ export async function startIncremental(
     (h) => `sha256 ${h.sha256.slice(0, 16)}... and ${h.blocks.length / 8} block hashes of ${h.rawSize} bytes`,
   );
   hashes.catch(() => undefined);
-  return { base, plan, hashes };
+  return hashes;
 }

@@ -15,9 +15,9 @@ import { UploadError } from "../errors.js";
 import { EXIT_BAD_STREAM, EXIT_SIZE_MISMATCH, WRITTEN_MARK, extentWriteScript } from "../rescue.js";
 import { startLocalStream, type LocalStream } from "../stream.js";
 import type { UploadContext } from "../context.js";
-import { connectRescue } from "../server-steps.js";
+import { checkServerExists, connectRescue } from "../server-steps.js";
+import { ConnectionLostError } from "../../run/remote.js";
 import type { WriteOutcome, WritePlan } from "../writers.js";
-import { checkBaseExists, type Base } from "./base.js";
 import { DeltaFramer } from "./framer.js";
 import { HashCollector, baseHashScript, probeScript, type ImageHashes } from "./hashes.js";
 import { DELTA_BLOCK, planDelta, type DeltaPlan } from "./plan.js";
@@ -43,8 +43,19 @@ export type IncrementalWrite =
   /** Nothing was written to the disk: a full write follows. */
   | { fallback: string };
 
-function baseName(base: Base): string {
-  return base.image.description || `snapshot ${base.image.id}`;
+/** What the server's disk holds before the write, and what to do with the rest of the disk after the image. */
+export interface IncrementalTarget {
+  /** The base as the outcome names it: the snapshot, or the server whose disk is the base. */
+  id: number;
+  name: string;
+  /** Bytes of the disk to hash and match blocks from, given the disk's size. */
+  bytes(diskBytes: number): number;
+  /** After the image: zero the disk up to this many bytes (a snapshot must hold no stale data). */
+  clearTo: number;
+  /** After the image: discard the rest of the disk (write-to-disk, as its full write does). */
+  discardRest?: boolean;
+  /** Throws when the base went away (checked just before the disk is changed). */
+  stillThere?: () => Promise<void>;
 }
 
 /** Raw bytes a plan sends as data. */
@@ -52,35 +63,43 @@ export function plannedBytes(plan: DeltaPlan, rawSize: number): number {
   return plan.counts.sent * DELTA_BLOCK + (rawSize - plan.blocks * DELTA_BLOCK);
 }
 
+/**
+ * The incremental data phase (see the module comment). A dropped SSH connection is not retried as such (the copies
+ * may have changed the disk already): it ends in a fallback, and the caller writes the whole image on a new one.
+ */
 export async function writeIncremental(
   ctx: UploadContext,
   server: Server,
   pair: SshKeyPair,
   wp: WritePlan & { path: string },
-  base: Base,
+  base: IncrementalTarget,
   localHashes: Promise<ImageHashes>,
 ): Promise<IncrementalWrite> {
-  const conn = await connectRescue(ctx, server, pair);
+  let conn: SshConnection | undefined;
   try {
-    const probe = await ctx.runScript(conn, probeScript(), "probing the rescue system", {
+    const open = await connectRescue(ctx, server, pair);
+    conn = open;
+    const probe = await ctx.runScript(open, probeScript(), "probing the rescue system", {
       signal: ctx.signal,
     });
     if (probe["perl"] !== "yes")
       return { fallback: "the rescue system has no perl with Digest::MD5 to hash and copy blocks" };
-    const baseBlocks = Math.floor(base.bytes / DELTA_BLOCK);
-    if (!(Number(probe["disk-bytes"]) >= base.bytes))
+    const diskBytes = Number(probe["disk-bytes"]);
+    const baseBytes = base.bytes(diskBytes);
+    const baseBlocks = Math.floor(baseBytes / DELTA_BLOCK);
+    if (!(diskBytes >= baseBytes))
       return {
-        fallback: `the server's disk (${probe["disk-bytes"]} bytes) is smaller than the base (${base.bytes})`,
+        fallback: `the server's disk (${probe["disk-bytes"]} bytes) is smaller than the base (${baseBytes})`,
       };
     const baseHashes = await ctx.steps.run(
       "base-hash",
-      () => hashBase(ctx, conn, baseBlocks),
-      () => `${baseBlocks} blocks of 4 KiB (${base.bytes} bytes) hashed with perl in the rescue system`,
+      () => hashBase(ctx, open, baseBlocks),
+      () => `${baseBlocks} blocks of 4 KiB (${baseBytes} bytes) hashed with perl in the rescue system`,
     );
     const local = await localHashes;
     // Room past the image and the base, for copies taken out of cycles.
-    const scratchStart = Math.ceil(Math.max(local.rawSize, base.bytes) / DELTA_BLOCK);
-    const diskBlocks = Math.floor(Number(probe["disk-bytes"]) / DELTA_BLOCK);
+    const scratchStart = Math.ceil(Math.max(local.rawSize, baseBytes, base.clearTo) / DELTA_BLOCK);
+    const diskBlocks = Math.floor(diskBytes / DELTA_BLOCK);
     const scratch = { start: scratchStart, count: Math.max(0, diskBlocks - scratchStart) };
     const plan = await ctx.steps.run(
       "delta",
@@ -95,10 +114,10 @@ export async function writeIncremental(
       };
     }
     // The last moment the base matters as a snapshot: a base deleted by now is reported, though the disk holds it.
-    await checkBaseExists(ctx, base);
-    const written = await copyAndSend(ctx, conn, wp, base, plan, local);
+    await base.stillThere?.();
+    const written = await copyAndSend(ctx, open, wp, base, plan, local);
     const report: IncrementalReport = {
-      base: { id: base.image.id, name: baseName(base) },
+      base: { id: base.id, name: base.name },
       blockBytes: DELTA_BLOCK,
       blocks: { ...plan.counts },
       copyRuns: plan.copies.length,
@@ -108,8 +127,12 @@ export async function writeIncremental(
       bytesSent: written.sent,
     };
     return { written: written.outcome, report };
+  } catch (err) {
+    if (!(err instanceof ConnectionLostError) || ctx.signal.aborted) throw err;
+    await checkServerExists(ctx, server);
+    return { fallback: `${err.message}; the incremental write cannot be resumed` };
   } finally {
-    await conn.close().catch(() => undefined);
+    await conn?.close().catch(() => undefined);
   }
 }
 
@@ -138,7 +161,7 @@ async function copyAndSend(
   ctx: UploadContext,
   conn: SshConnection,
   wp: WritePlan & { path: string },
-  base: Base,
+  base: IncrementalTarget,
   plan: DeltaPlan,
   local: ImageHashes,
 ): Promise<{ outcome: WriteOutcome; sent: number }> {
@@ -154,7 +177,8 @@ async function copyAndSend(
     compression: stream.wireCompression,
     expectedBytes: local.rawSize,
     incremental: {
-      clearTo: base.bytes,
+      clearTo: base.clearTo,
+      ...(base.discardRest ? { discardRest: true } : {}),
       ...(plan.scratch
         ? { scratch: { offset: plan.scratch.start * DELTA_BLOCK, length: plan.scratch.count * DELTA_BLOCK } }
         : {}),
