@@ -387,7 +387,8 @@ function fileContent(seed: number, storePath: string, f: PlannedFile): Buffer {
 function fillText(buf: Buffer, from: number, to: number, next: () => number): void {
   const { words, start, pick, separators } = TEXT;
   let pos = from;
-  while (pos < to) {
+  // Each word advances by at least one byte: bounded by the range.
+  for (let guard = 0; pos < to && guard < to - from; guard++) {
     const r = next();
     const w = pick[r & 0xffff]!;
     const end = Math.min(to, pos + start[w + 1]! - start[w]!);
