@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { checkSeries, defaultSeries } from "../src/upload/incremental/base.js";
 import { BLOCK_HASH_BYTES, orderCopies, planDelta, type DeltaPlan } from "../src/upload/incremental/plan.js";
+import { isUploadError } from "../src/upload/index.js";
 
 /** Hashes of blocks named by small integers (0 = a zero block). */
 function hashes(blocks: number[]): Buffer {
@@ -168,5 +170,32 @@ describe("incremental plan", () => {
     assert.equal(broken.length, 0);
     assert.deepEqual(order[0], runs[0]);
     assert.deepEqual(order[order.length - 1], runs[runs.length - 1]);
+  });
+});
+
+describe("image series (label hetznix/series)", () => {
+  it("defaults to the file name without store hash, extensions and version-like parts", () => {
+    assert.equal(
+      defaultSeries("nixos-image-25.05.20250101.abcdef-x86_64-linux.raw"),
+      "nixos-image-x86_64-linux",
+    );
+    assert.equal(defaultSeries("result/nixos.img"), "nixos");
+    assert.equal(
+      defaultSeries("/nix/store/0c7c0v1h2m3n4p5q6r7s8v9w0x1y2z3a-nixos-web-2.raw.zst"),
+      "nixos-web",
+    );
+    assert.equal(defaultSeries("1.2.3.qcow2"), "image");
+    assert.equal(defaultSeries("my image (v2).raw"), "my-image-v2");
+  });
+
+  it("--series must already be a valid label value", () => {
+    assert.equal(checkSeries("web_x86.v2"), "web_x86.v2");
+    for (const bad of ["", "-web", "web!", "a".repeat(64)]) {
+      assert.throws(
+        () => checkSeries(bad),
+        (err: unknown) => isUploadError(err, "invalid_label"),
+        bad,
+      );
+    }
   });
 });

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -111,9 +111,19 @@ async function roundTrip(base: Buffer, image: Buffer, diskBytes: number) {
 }
 
 describe("incremental write script (real bash, perl, dd; a file as the disk)", () => {
-  it("perl is there to hash and copy", async () => {
+  it("perl is there to hash and copy; the probe says so, and says when it is not", async () => {
     const r = await bash("perl -MDigest::MD5 -e1", Buffer.alloc(0));
     assert.equal(r.code, 0);
+    // A PATH with stat but no perl: the probe reports perl=no (the upload then falls back to a full write).
+    const bin = join(dir, "bin");
+    await mkdir(bin, { recursive: true });
+    const stat = (await bash("command -v stat", Buffer.alloc(0))).stdout.toString().trim();
+    await symlink(stat, join(bin, "stat")).catch(() => undefined);
+    const disk = join(dir, "probe-disk");
+    await writeFile(disk, Buffer.alloc(8192));
+    const noPerl = await bash(`PATH=${bin}\n${probeScript(disk)}`, Buffer.alloc(0));
+    assert.equal(noPerl.code, 0, noPerl.stderr);
+    assert.deepEqual(parseResult(noPerl.stdout.toString()), { perl: "no", "disk-bytes": "8192" });
   });
 
   it("moved, new, zero and kept blocks; first and last changed; a swap cycle; the image shrank and grew", async () => {

@@ -183,6 +183,7 @@ export function incrementalJson(r: {
           staged_blocks: i.staged,
           bytes_planned: i.bytesPlanned,
           bytes_sent: i.bytesSent,
+          bytes_received: i.bytesReceived,
         }
       : null,
     fallback: r.fallback ?? null,

@@ -36,6 +36,8 @@ export interface IncrementalReport {
   bytesPlanned: number;
   /** Bytes that went over SSH for the data phase (compressed stream, copy list and frames). */
   bytesSent: number;
+  /** Bytes of base block hashes received from the rescue system (gzip'ed). */
+  bytesReceived: number;
 }
 
 export type IncrementalWrite =
@@ -103,7 +105,7 @@ export async function writeIncremental(
     const scratch = { start: scratchStart, count: Math.max(0, diskBlocks - scratchStart) };
     const plan = await ctx.steps.run(
       "delta",
-      async () => planDelta(local.blocks, baseHashes, scratch),
+      async () => planDelta(local.blocks, baseHashes.hashes, scratch),
       (p) =>
         `kept ${p.counts.kept}, copied ${p.counts.copied} in ${p.copies.length} run(s), new ${p.counts.sent}, zero ${p.counts.zero} blocks; ${plannedBytes(p, local.rawSize)} of ${local.dataBytes} data bytes to send${p.cyclesBroken ? ` (${p.cyclesBroken} run(s) taken out of copy cycles, ${p.staged} blocks staged in scratch space)` : ""}`,
     );
@@ -125,6 +127,7 @@ export async function writeIncremental(
       staged: plan.staged,
       bytesPlanned: planned,
       bytesSent: written.sent,
+      bytesReceived: baseHashes.received,
     };
     return { written: written.outcome, report };
   } catch (err) {
@@ -136,7 +139,12 @@ export async function writeIncremental(
   }
 }
 
-async function hashBase(ctx: UploadContext, conn: SshConnection, blocks: number): Promise<Buffer> {
+async function hashBase(
+  ctx: UploadContext,
+  conn: SshConnection,
+  blocks: number,
+): Promise<{ hashes: Buffer; received: number }> {
+  let received = 0;
   const total = blocks * DELTA_BLOCK;
   let last = 0;
   const collector = new HashCollector((n) => {
@@ -148,9 +156,12 @@ async function hashBase(ctx: UploadContext, conn: SshConnection, blocks: number)
   try {
     await ctx.runScript(conn, baseHashScript(blocks), "hashing the base's blocks", {
       signal: ctx.signal,
-      onStdout: (chunk) => collector.write(chunk),
+      onStdout: (chunk) => {
+        received += chunk.length;
+        collector.write(chunk);
+      },
     });
-    return await collector.finish(blocks);
+    return { hashes: await collector.finish(blocks), received };
   } catch (err) {
     collector.destroy();
     throw err;
