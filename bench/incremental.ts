@@ -479,7 +479,11 @@ function render(run: Run): string {
         const blocks = inc.length
           ? (["kept", "copied", "sent", "zero"] as const)
               .map((k) => `${k} ${median(inc.map((x) => x!.blocks[k]))}`)
-              .join(", ") + `; ${median(inc.map((x) => x!.copyRuns))} copy runs`
+              .join(", ") +
+            `; ${median(inc.map((x) => x!.copyRuns))} copy runs` +
+            (inc.some((x) => x!.cyclesBroken > 0)
+              ? `, ${median(inc.map((x) => x!.cyclesBroken))} cycles broken (${median(inc.map((x) => x!.staged))} blocks staged)`
+              : "")
           : "-";
         return [
           r.mode + (r.errors.length ? ` (${r.errors.length} failed)` : ""),
