@@ -10,7 +10,13 @@
  */
 import { readFile } from "node:fs/promises";
 import { HCloudClient } from "../src/hcloud/index.js";
-import { UploadContext, uploadImage, writeAndVerify, type WritePlan } from "../src/upload/sequence.js";
+import {
+  UploadContext,
+  uploadImage,
+  writeAndVerify,
+  type UploadOptions,
+  type WritePlan,
+} from "../src/upload/sequence.js";
 import {
   ENDPOINT_ENV,
   TOKEN_ENV,
@@ -26,7 +32,12 @@ async function main(): Promise<void> {
   const endpoint = process.env[ENDPOINT_ENV];
   const token = process.env[TOKEN_ENV];
   if (!endpoint || !token) throw new Error(`${ENDPOINT_ENV} and ${TOKEN_ENV} must be set`);
-  const client = new HCloudClient({ token, endpoint });
+  const pollMs = req.mode === "upload" ? req.pollMs : undefined;
+  const client = new HCloudClient({
+    token,
+    endpoint,
+    ...(pollMs ? { waitDefaults: { pollDelay: () => pollMs } } : {}),
+  });
   const result = req.mode === "data" ? await dataPhase(client, req) : await upload(client, req);
   process.stdout.write(JSON.stringify(result) + "\n");
 }
@@ -68,18 +79,26 @@ async function upload(client: HCloudClient, req: UploadRequest): Promise<ClientR
   // when the write step's first progress arrives.
   let writeStarted = false;
   let readAhead: number | undefined;
-  const r = await uploadImage({
+  const options: UploadOptions = {
     client,
     image: { path: req.image },
     architecture: "x86",
     location: "fsn1",
     ...(req.codec ? { codec: req.codec } : {}),
+    ...(req.force ? { force: true } : {}),
+    ...(req.base ? { base: req.base } : {}),
+    ...(req.series ? { series: req.series } : {}),
     onEvent: (e) => {
       if (e.kind === "step" && e.step === "write" && e.status === "start") writeStarted = true;
       if (e.kind === "data" && e.phase === "write" && writeStarted && readAhead === undefined)
         readAhead = e.bytesRead;
     },
-  });
+  };
+  const r = await uploadImage(options);
+  // The level chosen from the link (step "measure"), else the one the transfer names ("zstd -3 -T0, incremental").
+  const named = /\bzstd (?:-(\d+)|--fast=(\d+))/.exec(r.transfer ?? "");
+  const level =
+    r.levelChoice?.level ?? (named ? (named[1] ? Number(named[1]) : -Number(named[2])) : undefined);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   return {
     seconds,
@@ -96,6 +115,9 @@ async function upload(client: HCloudClient, req: UploadRequest): Promise<ClientR
     reused: r.reused,
     imageId: r.imageId,
     ...(readAhead !== undefined ? { readAheadBytes: readAhead } : {}),
+    ...(level !== undefined ? { level } : {}),
+    ...(r.incremental !== undefined ? { incremental: r.incremental } : {}),
+    ...(r.fallback !== undefined ? { fallback: r.fallback } : {}),
   };
 }
 

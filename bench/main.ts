@@ -11,11 +11,9 @@
  *    must find the existing snapshot.
  * Everything started (emulator, rescue hosts, tc qdisc, children, key file) is removed at the end and on Ctrl-C.
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { format, resolveConfig } from "prettier";
 import {
   ensureImage,
   FULL_IMAGE,
@@ -25,25 +23,23 @@ import {
   type BenchImage,
   type ImageSpec,
 } from "./images.js";
-import { installSignalHandlers, isStopping, onCleanup, runCleanups } from "./cleanup.js";
+import { isStopping, onCleanup } from "./cleanup.js";
 import { measureChild, type Measurement } from "./measure.js";
 import { clientCommand, cpuPlan, placeOwnTree, type CpuMode, type CpuPlan } from "./cpu.js";
+import { measureLoopbackRate, shapeLoopback, type Shaping } from "./shape.js";
 import {
-  measureLoopbackRate,
-  shapeLoopback,
-  sweepShaping,
-  removeActiveShaping,
-  type Shaping,
-} from "./shape.js";
+  carrySections,
+  childEnv,
+  loadAverage,
+  parseClientResult,
+  ROOT,
+  runBenchmark,
+  runClient,
+  WORK,
+  writeMarkdown,
+} from "./run-client.js";
 import { bootRescueTarget, startBenchEmulator, type BenchEmulator, type RescueTarget } from "./target.js";
-import {
-  ENDPOINT_ENV,
-  TOKEN_ENV,
-  type ClientRequest,
-  type ClientResult,
-  type DataPhaseRequest,
-  type StepRecord,
-} from "./protocol.js";
+import { type ClientResult, type DataPhaseRequest, type StepRecord } from "./protocol.js";
 import {
   fmt,
   levelsUsed,
@@ -58,9 +54,6 @@ import {
 } from "./report.js";
 import type { CodecSpec } from "../src/upload/compress.js";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const WORK = join(ROOT, "bench", ".work");
-const CLIENT = join(ROOT, "bench", "client.ts");
 const BASELINE_COMMAND = "bash -c 'set -euo pipefail && dd of=/dev/sda bs=4M conv=sparse && sync'";
 /** Address blocks of the two emulators (data phase: fast control plane; whole upload: real latencies). */
 const DATA_PREFIX = "127.78.9.";
@@ -275,34 +268,6 @@ async function hashTools(path: string): Promise<{ tool: string; seconds: number 
     }
   }
   return out;
-}
-
-function childEnv(bench: BenchEmulator): NodeJS.ProcessEnv {
-  return { ...process.env, [ENDPOINT_ENV]: bench.emulator.endpoint, [TOKEN_ENV]: bench.emulator.token };
-}
-
-function runClient(
-  req: ClientRequest,
-  env: NodeJS.ProcessEnv,
-  timeoutMs: number,
-  plan: CpuPlan = cpuPlan("shared"),
-): Promise<Measurement> {
-  const c = clientCommand(plan, process.execPath, ["--import", "tsx", CLIENT, JSON.stringify(req)]);
-  return measureChild(c.cmd, c.args, {
-    cwd: ROOT,
-    env,
-    timeoutMs,
-  });
-}
-
-function parseClientResult(m: Measurement): ClientResult {
-  const line = m.stdout.trim().split("\n").pop() ?? "";
-  if (m.exitCode !== 0 || !line.startsWith("{")) {
-    throw new Error(
-      `client failed (exit ${m.exitCode}): ${m.stderrTail.trim().split("\n").slice(-3).join(" / ")}`,
-    );
-  }
-  return JSON.parse(line) as ClientResult;
 }
 
 async function oneRun(
@@ -819,49 +784,32 @@ function render(
   return lines.join("\n");
 }
 
-/** The first three fields of /proc/loadavg ("0.12 0.30 0.41"). */
-async function loadAverage(): Promise<string> {
-  const text = await readFile("/proc/loadavg", "utf8").catch(() => "n/a n/a n/a");
-  return text.split(" ").slice(0, 3).join(" ");
-}
-
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   if (process.getuid?.() !== 0) throw new Error("the benchmark needs root (tc, loop devices, namespaces)");
-  installSignalHandlers(log);
   const startedAt = new Date();
   const loadBefore = await loadAverage();
   const t0 = Date.now();
-  if (await sweepShaping()) log("removed a previous run's tc qdisc");
-  try {
-    await mkdir(WORK, { recursive: true });
-    const [image, machine] = await Promise.all([ensureImage(opts.image, WORK, log), machineInfo()]);
-    log(
-      `image ${image.name}: ${fmt.mib(image.sizeBytes)}, ${image.files} files, zstd -3 ${fmt.mb(image.zstd3Bytes)}`,
-    );
-    const local = await measureLocal(image);
-    const data = opts.data ? await dataPhase(opts, image) : undefined;
-    const whole = opts.whole ? await wholeUpload(opts, image) : undefined;
-    const load = { before: loadBefore, after: await loadAverage() };
-    const md = render(opts, machine, image, local, data, whole, startedAt, (Date.now() - t0) / 1000, load);
-    for (const file of opts.out) {
-      await mkdir(dirname(file), { recursive: true });
-      // Formatted as `prettier --check .` (npm run lint) expects, tables aligned.
-      const formatted = await format(md, { ...((await resolveConfig(file)) ?? {}), filepath: file });
-      await writeFile(file, formatted);
-      log(`wrote ${file}`);
-    }
-    process.stdout.write(md);
-  } finally {
-    await removeActiveShaping();
-    await runCleanups(log);
+  await mkdir(WORK, { recursive: true });
+  const [image, machine] = await Promise.all([ensureImage(opts.image, WORK, log), machineInfo()]);
+  log(
+    `image ${image.name}: ${fmt.mib(image.sizeBytes)}, ${image.files} files, zstd -3 ${fmt.mb(image.zstd3Bytes)}`,
+  );
+  const local = await measureLocal(image);
+  const data = opts.data ? await dataPhase(opts, image) : undefined;
+  const whole = opts.whole ? await wholeUpload(opts, image) : undefined;
+  const load = { before: loadBefore, after: await loadAverage() };
+  const md = render(opts, machine, image, local, data, whole, startedAt, (Date.now() - t0) / 1000, load);
+  for (const file of opts.out) {
+    // Sections other benchmarks keep in the same file (bench/incremental.ts's) stay.
+    const previous = await readFile(file, "utf8").catch(() => "");
+    await writeMarkdown(file, carrySections(previous, md));
+    log(`wrote ${file}`);
   }
+  process.stdout.write(md);
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    log(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-    process.exit(1);
-  },
-);
+// Bad options and --help are answered before anything is swept or started.
+runBenchmark(log, main, async () => {
+  parseOptions(process.argv.slice(2));
+});

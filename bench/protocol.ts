@@ -1,5 +1,6 @@
 /** What bench/main.ts and the client child (bench/client.ts) exchange. */
 import type { CodecSpec } from "../src/upload/compress.js";
+import type { IncrementalReport } from "../src/upload/incremental/write.js";
 
 /** One data phase against a server already in rescue (what the data-phase table measures). */
 export interface DataPhaseRequest {
@@ -19,6 +20,14 @@ export interface UploadRequest {
   mode: "upload";
   image: string;
   codec?: CodecSpec;
+  /** Upload even when a snapshot of the same content exists (a measured run must write). */
+  force?: boolean;
+  /** Incremental upload onto a server made from this snapshot (id, name or label selector, or "auto"). */
+  base?: string;
+  /** The image series (label hetznix/series) of the snapshot. */
+  series?: string;
+  /** Poll actions every this many ms (for an emulator running faster than Hetzner); default: the client's. */
+  pollMs?: number;
 }
 
 export type ClientRequest = DataPhaseRequest | UploadRequest;
@@ -44,6 +53,11 @@ export interface ClientResult {
   imageId?: number;
   /** Upload mode: image bytes read (and compressed) before the write step's first progress (read-ahead). */
   readAheadBytes?: number;
+  /** The zstd level chosen for the data phase, when one was. */
+  level?: number;
+  /** Upload mode with a base: what the incremental upload did (null: it wrote the whole image), and why not. */
+  incremental?: IncrementalReport | null;
+  fallback?: string;
 }
 
 /** The local emulator's endpoint and (random, per-run) token reach the child through these variables. */
