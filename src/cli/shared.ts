@@ -184,6 +184,7 @@ export function incrementalJson(r: {
           bytes_planned: i.bytesPlanned,
           bytes_sent: i.bytesSent,
           bytes_received: i.bytesReceived,
+          base_hashes: i.baseHashes,
         }
       : null,
     fallback: r.fallback ?? null,

@@ -20,7 +20,7 @@
  * the server is created from the base snapshot, and 10-12 become base-hash, delta, copy, send, verify
  * (incremental/write.ts), or a full write with the reason when the plan says so.
  */
-import { basename } from "node:path";
+import { basename, dirname } from "node:path";
 import type { Architecture, Image, Labels } from "../hcloud/schema.js";
 import { UploadError } from "./errors.js";
 import { checkUserLabels, contentLabels, identitySelector, type ContentIdentity } from "./identity.js";
@@ -53,6 +53,7 @@ import type { LocalStream } from "./stream.js";
 import { SERIES_LABEL, checkSeries, defaultSeries } from "./incremental/base.js";
 import { startIncremental, type IncrementalStart } from "./incremental/start.js";
 import { writeIncremental, type IncrementalReport } from "./incremental/write.js";
+import { blockIndexBeside, keepBlockIndex, type BlockIndex } from "./incremental/block-index.js";
 import { isNotFound } from "../hcloud/errors.js";
 
 export type {
@@ -86,6 +87,11 @@ export interface UploadOptions extends CommonOptions {
    * `$XDG_CACHE_HOME/hetznix`); false to neither read nor write it.
    */
   hashCache?: HashCache | false;
+  /**
+   * Where incremental uploads keep the block hashes of the images they hashed, by content (default: beside the hash
+   * cache, see incremental/block-index.ts; none when hashCache is false); false to neither read nor write it.
+   */
+  blockIndex?: BlockIndex | false;
   /**
    * Incremental upload: write onto a server created from this snapshot and send only the blocks it does not hold.
    * "auto" (the newest snapshot of the series and architecture, else a full write), a snapshot id, a label selector,
@@ -148,6 +154,10 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     const storeId = src.kind === "file" && opts.useStoreIdentity !== false ? src.storeIdentity : undefined;
     const cache =
       src.kind === "file" && opts.hashCache !== false ? (opts.hashCache ?? new HashCache()) : undefined;
+    const blockIndex =
+      opts.blockIndex === false
+        ? undefined
+        : (opts.blockIndex ?? (cache ? blockIndexBeside(dirname(cache.file)) : undefined));
     // The stamp is taken before anything reads the file: a digest computed later is remembered under it only if the
     // file still has it then.
     const stamped = src.kind === "file" && cache ? await takeStamp(src) : undefined;
@@ -311,7 +321,15 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     let incremental: IncrementalReport | undefined;
     const incrementalWrite =
       incr && path !== undefined
-        ? await writeIncremental(ctx, booted, key.pair, { ...writePlan, path }, incr.target, incr.hashes)
+        ? await writeIncremental(
+            ctx,
+            booted,
+            key.pair,
+            { ...writePlan, path },
+            incr.target,
+            incr.hashes,
+            blockIndex,
+          )
         : undefined;
     if (incrementalWrite && "fallback" in incrementalWrite) {
       fallback = incrementalWrite.fallback;
@@ -335,6 +353,7 @@ export async function uploadImage(opts: UploadOptions): Promise<UploadResult> {
     if (src.kind === "file" && prepared.sha256 === undefined) {
       await remember(cache, src, stamped, { sha256: written.sha256, rawSize: written.rawSize });
     }
+    if (incr && blockIndex) await keepBlockIndex(blockIndex, incr.hashes, written.sha256);
     const identity: ContentIdentity = {
       sha256: written.sha256,
       rawSize: written.rawSize,

@@ -5,6 +5,7 @@
  */
 import type { Architecture } from "../../hcloud/schema.js";
 import { isUploadError } from "../errors.js";
+import { sha256FromLabels } from "../identity.js";
 import { DISK_GB_MIN_BYTES, type Plan } from "../plan.js";
 import type { UploadContext } from "../context.js";
 import { checkBaseExists, chooseBase, type Base } from "./base.js";
@@ -62,6 +63,8 @@ export async function startIncremental(
     clearTo: base.bytes,
     stillThere: () => checkBaseExists(ctx, base),
   };
+  const sha256 = sha256FromLabels(base.image.labels);
+  if (sha256) target.sha256 = sha256;
   return { base, target, plan, hashes: startBlockHashes(ctx, file) };
 }
 

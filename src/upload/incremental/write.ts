@@ -11,13 +11,14 @@
  */
 import type { Server } from "../../hcloud/schema.js";
 import type { SshConnection, SshKeyPair } from "../../ssh/index.js";
-import { UploadError } from "../errors.js";
+import { UploadError, isUploadError } from "../errors.js";
 import { EXIT_BAD_STREAM, EXIT_SIZE_MISMATCH, WRITTEN_MARK, extentWriteScript } from "../rescue.js";
 import { startLocalStream, type LocalStream } from "../stream.js";
 import type { UploadContext } from "../context.js";
 import { checkServerExists, connectRescue } from "../server-steps.js";
 import { ConnectionLostError } from "../../run/remote.js";
 import type { WriteOutcome, WritePlan } from "../writers.js";
+import type { BlockIndex } from "./block-index.js";
 import { DeltaFramer } from "./framer.js";
 import { HashCollector, baseHashScript, probeScript, type ImageHashes } from "./hashes.js";
 import { DELTA_BLOCK, planDelta, type DeltaPlan } from "./plan.js";
@@ -38,6 +39,8 @@ export interface IncrementalReport {
   bytesSent: number;
   /** Bytes of base block hashes received from the rescue system (gzip'ed). */
   bytesReceived: number;
+  /** Where the base's block hashes came from: the local block index of its content, or hashing in the rescue system. */
+  baseHashes: "index" | "rescue";
 }
 
 export type IncrementalWrite =
@@ -58,6 +61,8 @@ export interface IncrementalTarget {
   discardRest?: boolean;
   /** Throws when the base went away (checked just before the disk is changed). */
   stillThere?: () => Promise<void>;
+  /** The sha256 of the base's content when known (its labels): its block index may be kept here (block-index.ts). */
+  sha256?: string;
 }
 
 /** Raw bytes a plan sends as data. */
@@ -76,6 +81,7 @@ export async function writeIncremental(
   wp: WritePlan & { path: string },
   base: IncrementalTarget,
   localHashes: Promise<ImageHashes>,
+  index?: BlockIndex,
 ): Promise<IncrementalWrite> {
   let conn: SshConnection | undefined;
   try {
@@ -93,11 +99,16 @@ export async function writeIncremental(
       return {
         fallback: `the server's disk (${probe["disk-bytes"]} bytes) is smaller than the base (${baseBytes})`,
       };
-    const baseHashes = await ctx.steps.run(
-      "base-hash",
-      () => hashBase(ctx, open, baseBlocks),
-      () => `${baseBlocks} blocks of 4 KiB (${baseBytes} bytes) hashed with perl in the rescue system`,
-    );
+    const indexed = index && base.sha256 ? await index.load(base.sha256, baseBlocks) : undefined;
+    if (indexed)
+      ctx.steps.skip("base-hash", `${baseBlocks} block hashes from the local block index of the base`);
+    const baseHashes = indexed
+      ? { hashes: indexed, received: 0 }
+      : await ctx.steps.run(
+          "base-hash",
+          () => hashBase(ctx, open, baseBlocks),
+          () => `${baseBlocks} blocks of 4 KiB (${baseBytes} bytes) hashed with perl in the rescue system`,
+        );
     const local = await localHashes;
     // Room past the image and the base, for copies taken out of cycles.
     const scratchStart = Math.ceil(Math.max(local.rawSize, baseBytes, base.clearTo) / DELTA_BLOCK);
@@ -117,7 +128,19 @@ export async function writeIncremental(
     }
     // The last moment the base matters as a snapshot: a base deleted by now is reported, though the disk holds it.
     await base.stillThere?.();
-    const written = await copyAndSend(ctx, open, wp, base, plan, local);
+    let written: Awaited<ReturnType<typeof copyAndSend>>;
+    try {
+      written = await copyAndSend(ctx, open, wp, base, plan, local);
+    } catch (err) {
+      // Planned from an index that does not match the disk: the whole image goes again (the full write discards the
+      // disk first), and the index is not used again.
+      if (!indexed || !base.sha256 || !isUploadError(err, "verification_failed") || ctx.signal.aborted)
+        throw err;
+      await index?.drop(base.sha256);
+      return {
+        fallback: `the write planned from the local block index of the base did not verify (the index does not match the base's disk; dropped)`,
+      };
+    }
     const report: IncrementalReport = {
       base: { id: base.id, name: base.name },
       blockBytes: DELTA_BLOCK,
@@ -128,6 +151,7 @@ export async function writeIncremental(
       bytesPlanned: planned,
       bytesSent: written.sent,
       bytesReceived: baseHashes.received,
+      baseHashes: indexed ? "index" : "rescue",
     };
     return { written: written.outcome, report };
   } catch (err) {
