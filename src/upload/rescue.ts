@@ -4,7 +4,7 @@
  */
 import { shellQuote } from "../run/remote.js";
 import type { Compression, ImageFormat } from "./source.js";
-import { incrementalWriterCommand } from "./incremental/writer.js";
+import { incrementalWriterCommand, spoolCommand } from "./incremental/writer.js";
 
 export { bashCommand, parseResult, shellQuote } from "../run/remote.js";
 
@@ -361,7 +361,7 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     'exec 3> "$work/marks"',
     ...(spec.incremental
       ? [
-          `${decompress ? `${decompress} | ` : ""}${incrementalWriterCommand(d, {
+          `${spoolCommand()} | ${decompress ? `${decompress} | ` : ""}${incrementalWriterCommand(d, {
             ...spec.incremental,
             exitBadStream: EXIT_BAD_STREAM,
             exitSizeMismatch: EXIT_SIZE_MISMATCH,

@@ -88,6 +88,41 @@ open(my $w, ">", "$work/written") or die "hetznix: $!\\n";
 print $w "$total $n $data\\n"; close($w) or die "hetznix: $!\\n";`;
 }
 
+/**
+ * A relay in front of the writer that holds up to SPOOL_BYTES of the incoming (compressed) stream in memory: while
+ * the copy phase runs, the writer reads nothing, and without it the stream would stop at the pipe and SSH buffers, so
+ * the link would idle for the whole copy phase. Bytes pass in order, unchanged; stdin's end ends it.
+ */
+const SPOOL_PERL = `
+use strict; use Fcntl;
+my $max = shift; my $buf = ""; my $eof = 0;
+binmode(STDIN); binmode(STDOUT);
+fcntl(STDOUT, F_SETFL, fcntl(STDOUT, F_GETFL, 0) | O_NONBLOCK) or die "hetznix: spool: $!\\n";
+while (!$eof || length($buf) > 0) {
+  my ($r, $w) = ("", "");
+  vec($r, fileno(STDIN), 1) = 1 if !$eof && length($buf) < $max;
+  vec($w, fileno(STDOUT), 1) = 1 if length($buf) > 0;
+  my $n = select($r, $w, undef, undef);
+  if ($n < 0) { next if $!{EINTR}; die "hetznix: spool: $!\\n"; }
+  if (vec($r, fileno(STDIN), 1)) {
+    my $got = sysread(STDIN, $buf, 1 << 20, length($buf));
+    die "hetznix: spool: reading: $!\\n" unless defined $got;
+    $eof = 1 if $got == 0;
+  }
+  if (vec($w, fileno(STDOUT), 1)) {
+    my $put = syswrite(STDOUT, $buf, 1 << 20);
+    if (defined $put) { substr($buf, 0, $put) = ""; } elsif (!$!{EAGAIN}) { die "hetznix: spool: writing: $!\\n"; }
+  }
+}`;
+
+/** Bytes of the incoming stream the spool holds at most (the rescue system's RAM). */
+export const SPOOL_BYTES = 128 * 1024 * 1024;
+
+/** bash: the spool relay (stdin to stdout). */
+export function spoolCommand(maxBytes = SPOOL_BYTES): string {
+  return `perl -e ${shellQuote(SPOOL_PERL)} ${String(maxBytes)}`;
+}
+
 export interface IncrementalWriterSpec {
   clearTo: number;
   discardRest?: boolean;
