@@ -1,6 +1,6 @@
 /**
- * Deploy benchmarks (`npm run bench:deploy`, also part of `npm run bench`), against the emulator's real system hosts
- * booted from the sample NixOS-like image, releases in a file:// cache served over HTTP on loopback:
+ * Deploy benchmarks (`npm run bench:deploy`; `npm run bench` measures uploads), against the emulator's real system
+ * hosts booted from the sample NixOS-like image, releases in a file:// cache served over HTTP on loopback:
  *
  * 1. publish-to-activated: a small change (a new test system), published (closure signed and copied into the
  *    cache, signed record written), then `hetznix apply` over SSH on one server until it is the active system

@@ -12,7 +12,6 @@ import {
   type ImageFormat,
   type ImageSource,
 } from "./source.js";
-import { DEFAULT_READ_AHEAD_BYTES, startLocalStream, type LocalStream } from "./stream.js";
 import { tool } from "./tools.js";
 import type { UploadContext, ImageInput } from "./context.js";
 import type { WritePlan } from "./writers.js";
@@ -120,17 +119,4 @@ export function planWrite(ctx: UploadContext, src: ImageSource, local: LocalImag
     wp.expectedBytes = src.contentLength;
   }
   return wp;
-}
-
-/** Start reading (and compressing) a write plan's file; the read-ahead fills while the server boots. */
-export function startStream(ctx: UploadContext, wp: WritePlan & { path: string }): LocalStream {
-  return startLocalStream({
-    path: wp.path,
-    fileCompression: wp.compression,
-    codec: wp.codec,
-    hash: wp.payloadSha256 === undefined,
-    extents: wp.remoteFormat === "raw",
-    readAheadBytes: ctx.opts.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES,
-    ...(ctx.opts.tools ? { tools: ctx.opts.tools } : {}),
-  });
 }

@@ -136,12 +136,20 @@ export const HASH_FUNCTION = [
   "fi",
 ].join("\n");
 
+/**
+ * On exit, stop the background readers and hashers at once: SIGKILL, because a subshell still opening one of the
+ * FIFOs (blocked until the other end opens, which never happens when the script fails early) defers a SIGTERM until
+ * the open returns, and would hold the SSH channel's stdout open forever.
+ */
+export const CLEANUP_FUNCTION =
+  'cleanup() { for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done; rm -rf "$work"; }';
+
 const PRELUDE = [
   "set -euo pipefail",
   HASH_FUNCTION,
   "work=$(mktemp -d /tmp/hetznix.XXXXXX)",
   "pids=",
-  'cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }',
+  CLEANUP_FUNCTION,
   "trap cleanup EXIT",
   'mkfifo "$work/hash" "$work/count"',
   'h256 < "$work/hash" > "$work/sha" & pids="$pids $!"',
@@ -316,7 +324,7 @@ export function extentWriteScript(spec: ExtentWriteSpec): string {
     readBackFunctions(device),
     "work=$(mktemp -d /tmp/hetznix.XXXXXX)",
     "pids=",
-    'cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }',
+    CLEANUP_FUNCTION,
     "trap cleanup EXIT",
     'mkfifo "$work/marks" "$work/back"',
     'h256 < "$work/back" > "$work/sha" & pids="$pids $!"',

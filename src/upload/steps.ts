@@ -22,7 +22,6 @@ export {
   inspectSource,
   noteOddSize,
   planWrite,
-  startStream,
   type LocalImage,
 } from "./local-steps.js";
 export {
@@ -34,4 +33,4 @@ export {
   shutdownAndWait,
 } from "./server-steps.js";
 export { writeAndVerify } from "./data-phase.js";
-export type { WriteOutcome, WritePlan } from "./writers.js";
+export { startStream, type WriteOutcome, type WritePlan } from "./writers.js";

@@ -10,7 +10,8 @@ import { startCompressor, type CodecSpec, type Compressor, type SwitchableCompre
 import { UploadError } from "./errors.js";
 import { EXTENT_BLOCK, ExtentFramer, type ExtentStats } from "./extents.js";
 import { spawnStage, type SpawnedStage } from "./proc.js";
-import { localDecompressor, type Compression } from "./source.js";
+import type { Compression } from "./formats.js";
+import { localDecompressor } from "./tools.js";
 import type { LocalTools } from "./tools.js";
 
 export interface LocalStreamSpec {

@@ -1,6 +1,8 @@
 /** Finding and running the local helper programs (zstd, xz, bzip2, pigz, qemu-img). */
 import { accessSync, constants } from "node:fs";
 import { delimiter, join } from "node:path";
+import { UploadError } from "./errors.js";
+import type { Compression } from "./formats.js";
 
 /** Absolute path of `name` on PATH, or undefined. `pathEnv` defaults to process.env.PATH. */
 export function findExecutable(
@@ -48,4 +50,32 @@ export function tool(tools: LocalTools | undefined, name: ToolName): string | un
   if (override === false) return undefined;
   if (typeof override === "string") return override;
   return findExecutable(BINARY[name]);
+}
+
+/** Decompressor program for `compression` on this machine, as [file, args]; gz without pigz falls back to gzip. */
+export function localDecompressor(
+  compression: Exclude<Compression, "none">,
+  tools?: LocalTools,
+): { file: string; args: string[] } {
+  switch (compression) {
+    case "gz": {
+      const pigz = tool(tools, "pigz");
+      return pigz ? { file: pigz, args: ["-dc"] } : { file: "gzip", args: ["-dc"] };
+    }
+    case "bz2": {
+      const bzip2 = tool(tools, "bzip2");
+      if (!bzip2) throw new UploadError("tool_failed", "bzip2 is needed to read a bzip2-compressed image");
+      return { file: bzip2, args: ["-dc"] };
+    }
+    case "xz": {
+      const xz = tool(tools, "xz");
+      if (!xz) throw new UploadError("tool_failed", "xz is needed to read an xz-compressed image");
+      return { file: xz, args: ["-dc", "-T0"] };
+    }
+    case "zstd": {
+      const zstd = tool(tools, "zstd");
+      if (!zstd) throw new UploadError("tool_failed", "zstd is needed to read a zstd-compressed image");
+      return { file: zstd, args: ["-dc"] };
+    }
+  }
 }

@@ -26,9 +26,8 @@ import {
   type WriteInput,
 } from "./rescue.js";
 import type { Compression, ImageFormat } from "./source.js";
-import type { LocalStream } from "./stream.js";
+import { DEFAULT_READ_AHEAD_BYTES, startLocalStream, type LocalStream } from "./stream.js";
 import type { UploadContext } from "./context.js";
-import { startStream } from "./local-steps.js";
 
 /** What the data phase sends and how the rescue system handles it. */
 export interface WritePlan {
@@ -386,3 +385,16 @@ class CurlFailure {
 
 /** How often the download progress of the rescue system is read. */
 const PROGRESS_POLL_MS = 1000;
+
+/** Start reading (and compressing) a write plan's file; the read-ahead fills while the server boots. */
+export function startStream(ctx: UploadContext, wp: WritePlan & { path: string }): LocalStream {
+  return startLocalStream({
+    path: wp.path,
+    fileCompression: wp.compression,
+    codec: wp.codec,
+    hash: wp.payloadSha256 === undefined,
+    extents: wp.remoteFormat === "raw",
+    readAheadBytes: ctx.opts.readAheadBytes ?? DEFAULT_READ_AHEAD_BYTES,
+    ...(ctx.opts.tools ? { tools: ctx.opts.tools } : {}),
+  });
+}

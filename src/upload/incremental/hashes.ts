@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { createGunzip } from "node:zlib";
 import { shellQuote } from "../../run/remote.js";
-import { DISK_DEVICE } from "../rescue.js";
+import { CLEANUP_FUNCTION, DISK_DEVICE } from "../rescue.js";
 import { BLOCK_HASH_BYTES, DELTA_BLOCK } from "./plan.js";
 
 /** Exit status of the probe when perl or its Digest::MD5 is missing. */
@@ -65,7 +65,7 @@ export function baseHashScript(blocks: number, device = DISK_DEVICE): string {
     "set -euo pipefail",
     "work=$(mktemp -d /tmp/hetznix.XXXXXX)",
     "pids=",
-    'cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }',
+    CLEANUP_FUNCTION,
     "trap cleanup EXIT",
     `k=$(nproc 2>/dev/null || echo 1); (( k >= 1 && k <= ${MAX_HASHERS} )) || k=${MAX_HASHERS}`,
     `per=$(( (${n} + k - 1) / k ))`,
