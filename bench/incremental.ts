@@ -179,72 +179,73 @@ interface Setup {
   baseId: number;
 }
 
-/** Whole upload of the new image, full or onto the base; its snapshot deleted afterwards. */
-async function oneRun(setup: Setup, mode: Mode, shaping: Shaping): Promise<Sample> {
-  const { opts, bench, pair, plan, baseId } = setup;
-  // An empty hash cache per run: the image is hashed as on a machine that never saw it (CI), in both modes.
+/**
+ * Run `fn` with a client environment whose hash cache is empty and its own (removed afterwards): the image is
+ * hashed as on a machine that never saw it (CI), in every run.
+ */
+async function withEmptyCache<T>(
+  bench: BenchEmulator,
+  fn: (env: NodeJS.ProcessEnv) => Promise<T>,
+): Promise<T> {
   const cacheDir = await mkdtemp(join(WORK, "cache-"));
   const removeCache = onCleanup("hash cache", () => rm(cacheDir, { recursive: true, force: true }));
   try {
-    await placeOwnTree(plan.rescue ?? plan.all);
-    const req: UploadRequest = {
-      mode: "upload",
-      image: pair.new.path,
-      force: true,
-      series: SERIES,
-      pollMs: Math.max(20, Math.round(1000 / opts.speed)),
-      ...(mode === "incremental" ? { base: String(baseId) } : {}),
-    };
-    const expected = (pair.new.fileBytes * 8) / (shaping.rateMbit * 1e6);
-    const timeoutMs = Math.round(Math.max(900, expected * 4 + 300) * 1000);
-    const before = await shaping.counters();
-    const m = await runClient(req, { ...childEnv(bench), XDG_CACHE_HOME: cacheDir }, timeoutMs, plan);
-    const after = await shaping.counters();
-    const result = parseClientResult(m);
-    if (!result.reused && result.imageId !== undefined && result.imageId !== baseId) {
-      await bench.client.images.delete(result.imageId).catch((err: unknown) => {
-        log(`  could not delete snapshot ${result.imageId}: ${String(err)}`);
-      });
-    }
-    if (result.reused) throw new Error(`the upload reused snapshot ${result.imageId} (force was ignored)`);
-    if (mode === "incremental" && !result.incremental) {
-      throw new Error(`no incremental upload: ${result.fallback ?? "the client reported none"}`);
-    }
-    return {
-      wall: result.seconds,
-      wireUp: after.up.bytes - before.up.bytes,
-      wireDown: after.down.bytes - before.down.bytes,
-      cpu: m.cpuSeconds,
-      peakRss: m.peakTreeRssBytes,
-      result,
-    };
+    return await fn({ ...childEnv(bench), XDG_CACHE_HOME: cacheDir });
   } finally {
     await removeCache();
   }
 }
 
+/** The client's action polling, as fast as the emulator's speed makes actions. */
+function pollMs(opts: Options): number {
+  return Math.max(20, Math.round(1000 / opts.speed));
+}
+
+/** Whole upload of the new image, full or onto the base; its snapshot deleted afterwards. */
+async function oneRun(setup: Setup, mode: Mode, shaping: Shaping): Promise<Sample> {
+  const { opts, bench, pair, plan, baseId } = setup;
+  await placeOwnTree(plan.rescue ?? plan.all);
+  const req: UploadRequest = {
+    mode: "upload",
+    image: pair.new.path,
+    force: true,
+    series: SERIES,
+    pollMs: pollMs(opts),
+    ...(mode === "incremental" ? { base: String(baseId) } : {}),
+  };
+  const expected = (pair.new.fileBytes * 8) / (shaping.rateMbit * 1e6);
+  const timeoutMs = Math.round(Math.max(900, expected * 4 + 300) * 1000);
+  const before = await shaping.counters();
+  const m = await withEmptyCache(bench, (env) => runClient(req, env, timeoutMs, plan));
+  const after = await shaping.counters();
+  const result = parseClientResult(m);
+  if (!result.reused && result.imageId !== undefined && result.imageId !== baseId) {
+    await bench.client.images.delete(result.imageId).catch((err: unknown) => {
+      log(`  could not delete snapshot ${result.imageId}: ${String(err)}`);
+    });
+  }
+  if (result.reused) throw new Error(`the upload reused snapshot ${result.imageId} (force was ignored)`);
+  if (mode === "incremental" && !result.incremental) {
+    throw new Error(`no incremental upload: ${result.fallback ?? "the client reported none"}`);
+  }
+  return {
+    wall: result.seconds,
+    wireUp: after.up.bytes - before.up.bytes,
+    wireDown: after.down.bytes - before.down.bytes,
+    cpu: m.cpuSeconds,
+    peakRss: m.peakTreeRssBytes,
+    result,
+  };
+}
+
 /** The base snapshot: the old image uploaded once (untimed, before any shaping). */
 async function uploadBase(bench: BenchEmulator, pair: ImagePair, opts: Options): Promise<number> {
-  const cacheDir = await mkdtemp(join(WORK, "cache-"));
-  const removeCache = onCleanup("hash cache", () => rm(cacheDir, { recursive: true, force: true }));
-  try {
-    const m = await runClient(
-      {
-        mode: "upload",
-        image: pair.old.path,
-        series: SERIES,
-        pollMs: Math.max(20, Math.round(1000 / opts.speed)),
-      },
-      { ...childEnv(bench), XDG_CACHE_HOME: cacheDir },
-      3_600_000,
-    );
-    const r = parseClientResult(m);
-    if (r.imageId === undefined) throw new Error("the base upload reported no snapshot");
-    log(`base snapshot ${r.imageId} (${fmt.s(r.seconds)}, ${mb(r.bytesSent)} sent)`);
-    return r.imageId;
-  } finally {
-    await removeCache();
-  }
+  const req: UploadRequest = { mode: "upload", image: pair.old.path, series: SERIES, pollMs: pollMs(opts) };
+  const m = await withEmptyCache(bench, (env) => runClient(req, env, 3_600_000));
+  const r = parseClientResult(m);
+  if (r.imageId === undefined) throw new Error("the base upload reported no snapshot");
+  log(`base snapshot ${r.imageId} (${fmt.s(r.seconds)}, ${mb(r.bytesSent)} sent)`);
+  return r.imageId;
 }
 
 async function checkShaping(rate: number): Promise<number> {
