@@ -7,11 +7,12 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { open, writeFile } from "node:fs/promises";
+import { open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { isUploadError, writeToDisk, type UploadEvent, type UploadResult } from "../src/upload/index.js";
 import { runCli } from "./support/cli.js";
+import { blockStats, makeImagePair } from "./support/image-pair.js";
 import {
   addFault,
   assertNoTemporaryResources,
@@ -118,6 +119,29 @@ describe("upload: incremental (--base)", { timeout: 900_000 }, () => {
     for (const s of ["base", "hash", "base-hash", "delta", "copy", "send", "verify", "snapshot"])
       assert.ok(steps.has(s), s);
     assert.ok(!steps.has("discard"), "the base is not discarded");
+    await assertNoTemporaryResources(env);
+  });
+
+  it("a realistic pair (two mke2fs -d images, paths dropped and added): moved blocks found, few bytes sent", async () => {
+    const pair = await makeImagePair(join(env.dir, "pair"));
+    const stats = await blockStats(pair.old.path, pair.new.path);
+    const share = stats.percent;
+    assert.ok(
+      share.elsewhere > 50 && share.sameOffset < 10,
+      `the pair moves blocks: ${JSON.stringify(share)}`,
+    );
+    const series = { series: "realistic-pair" };
+    const full = await uploadX86(env, { path: pair.old.path }, series);
+    const r = await uploadX86(env, { path: pair.new.path }, { ...series, base: "auto" });
+    assert.ok(r.incremental, `incremental, not a fallback: ${r.fallback}`);
+    assert.equal(r.incremental.base.id, full.imageId);
+    assert.ok(r.incremental.blocks.copied > r.incremental.blocks.sent, JSON.stringify(r.incremental));
+    assert.ok(
+      r.bytesSent < full.bytesSent / 2,
+      `incremental sent ${r.bytesSent} bytes, the full upload of the old image ${full.bytesSent}`,
+    );
+    const image = await readFile(pair.new.path);
+    await assertSnapshotHolds(r.imageId, image, image.length);
     await assertNoTemporaryResources(env);
   });
 
