@@ -17,7 +17,7 @@ import { signRecord, type ReleaseRecord, type SignedRecord } from "../src/deploy
 import type { Server } from "../src/hcloud/index.js";
 import { connect, exec, generateKeyPair, type SshConnection } from "../src/ssh/index.js";
 import { startReleaseFixture, type ReleaseFixture } from "./support/release-fixture.js";
-import { startUploadEnv, uploadX86, type UploadTestEnv } from "./support/upload.js";
+import { deleteAllServers, startUploadEnv, uploadX86, type UploadTestEnv } from "./support/upload.js";
 
 const canRun = process.getuid?.() === 0;
 const SWITCH_LOG = "/var/log/hetznix-test-switch.log";
@@ -131,10 +131,7 @@ describe("hetznix apply on an emulated NixOS server", { skip: !canRun && "needs 
 
   after(async () => {
     if (!env) return;
-    for (const s of await env.client.servers.all()) {
-      const a = await env.client.servers.delete(s.id).catch(() => undefined);
-      if (a) await env.client.waitForActions([a], { timeoutMs: 60_000 }).catch(() => undefined);
-    }
+    await deleteAllServers(env);
     await rel?.close();
     await env.close();
   });

@@ -19,7 +19,7 @@ import { deployFleet, type DeployOptions, type DeployResult } from "../src/deplo
 import type { Server } from "../src/hcloud/index.js";
 import { connect, exec, generateKeyPair, type SshConnection } from "../src/ssh/index.js";
 import { startReleaseFixture, type ReleaseFixture } from "./support/release-fixture.js";
-import { startUploadEnv, uploadX86, type UploadTestEnv } from "./support/upload.js";
+import { deleteAllServers, startUploadEnv, uploadX86, type UploadTestEnv } from "./support/upload.js";
 
 const canRun = process.getuid?.() === 0;
 const MAIN = fileURLToPath(new URL("../src/cli/main.ts", import.meta.url));
@@ -179,10 +179,7 @@ describe("hetznix deploy to a fleet of emulated NixOS servers", { skip: !canRun 
 
   after(async () => {
     if (!env) return;
-    for (const s of await env.client.servers.all()) {
-      const a = await env.client.servers.delete(s.id).catch(() => undefined);
-      if (a) await env.client.waitForActions([a], { timeoutMs: 60_000 }).catch(() => undefined);
-    }
+    await deleteAllServers(env);
     await rel?.close();
     await env.close();
   });

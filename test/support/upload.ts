@@ -113,6 +113,14 @@ export async function startUploadEnv(
   };
 }
 
+/** Delete every server of the emulator and wait for the deletes (test teardown; failures are ignored). */
+export async function deleteAllServers(env: UploadTestEnv): Promise<void> {
+  for (const s of await env.client.servers.all()) {
+    const a = await env.client.servers.delete(s.id).catch(() => undefined);
+    if (a) await env.client.waitForActions([a], { timeoutMs: 60_000 }).catch(() => undefined);
+  }
+}
+
 /** No server and no SSH key exist in the emulator (what every upload must leave). */
 export async function assertNoTemporaryResources(env: UploadTestEnv): Promise<void> {
   const servers = await env.client.servers.all();
